@@ -1,0 +1,2 @@
+//! Datasets: feature matrices with class or continuous labels, the embedded digits set,
+//! class-disjoint splits.

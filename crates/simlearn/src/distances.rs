@@ -1,0 +1,1 @@
+//! Similarity and distance matrices on embedding tensors.

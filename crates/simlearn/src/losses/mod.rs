@@ -1,0 +1,46 @@
+//! Metric-learning losses, one per file. Each file's doc comment states the equation, the
+//! paper and every default with its source.
+//!
+//! Two families share the output type [`LossOutput`]:
+//! - [`ClassLoss`]: embeddings of a batch plus integer class labels (contextual hybrid,
+//!   contrastive, triplet, multi-similarity, …).
+//! - [`ContinuousLoss`]: embeddings of a batch plus the batch's label-distance matrix
+//!   (log-ratio, dense triplet, binary triplet).
+
+use burn::prelude::*;
+
+/// A scalar loss and its named terms (unweighted), for logging and NaN diagnostics.
+#[derive(Debug, Clone)]
+pub struct LossOutput {
+    /// The scalar (shape `[1]`) that is back-propagated.
+    pub total: Tensor<1>,
+    /// Named terms, e.g. `("contextual", …)`, `("contrastive", …)`, `("regulariser", …)`.
+    pub terms: Vec<(&'static str, Tensor<1>)>,
+}
+
+/// Bad loss input: one line naming the parameter at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum LossError {
+    /// A parameter or input that the loss cannot work with.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A loss on class-labelled batches.
+pub trait ClassLoss {
+    /// Short name used in configs and logs (`"contextual"`, `"contrastive"`, …).
+    fn name(&self) -> &'static str;
+    /// Loss of a batch: `embeddings` is `n × d` (raw model output: losses that work on the
+    /// unit sphere normalise it themselves), `labels` has `n` entries.
+    fn forward(&self, embeddings: Tensor<2>, labels: &[i64]) -> Result<LossOutput, LossError>;
+}
+
+/// A loss on batches with continuous labels.
+pub trait ContinuousLoss {
+    /// Short name used in configs and logs (`"log_ratio"`, …).
+    fn name(&self) -> &'static str;
+    /// Loss of a batch: `embeddings` is `B × d`; `label_dist` is the row-major `B × B`
+    /// matrix of label distances between batch members. Row 0 is the anchor for the
+    /// single-anchor losses of Kim et al. (2019).
+    fn forward(&self, embeddings: Tensor<2>, label_dist: &[f32]) -> Result<LossOutput, LossError>;
+}

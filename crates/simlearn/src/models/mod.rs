@@ -1,0 +1,1 @@
+//! Embedding models: heads on precomputed features, L2-normalised output.

@@ -1,0 +1,1 @@
+//! Batch samplers: which dataset indices form each batch of an epoch.

@@ -1,0 +1,1 @@
+//! The straight-through step function shared by every loss that needs one.

@@ -1,0 +1,1 @@
+//! The trainer: optimiser groups, learning-rate schedule, evaluation, checkpoints, metrics log.
