@@ -2,7 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod cmd_demo;
 mod cmd_eval;
+mod cmd_loss;
+mod cmd_train;
+mod progress;
 
 /// Deep metric learning to rank: train embeddings and measure retrieval honestly.
 #[derive(Parser)]
@@ -14,14 +18,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train contextual and contrastive heads on the embedded digits; print retrieval before/after.
+    Demo(cmd_demo::Args),
     /// Exact retrieval evaluation of an embedding file (R@k, MAP@R, nDCG, …).
     Eval(cmd_eval::Args),
+    /// Train an embedding head from a TOML config.
+    Train(cmd_train::Args),
+    /// Compute a loss, its terms and its gradient on given embeddings.
+    Loss(cmd_loss::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => cmd_demo::run(args),
         Command::Eval(args) => cmd_eval::run(args),
+        Command::Train(args) => cmd_train::run(args),
+        Command::Loss(args) => cmd_loss::run(args),
     };
     if let Err(e) = result {
         // One line, no backtrace: bad input is the user's to fix, not a crash.

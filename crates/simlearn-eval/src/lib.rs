@@ -3,11 +3,27 @@
 //! Framework-free retrieval evaluation for metric learning:
 //! `embeddings → index → neighbours → metrics`.
 
+pub mod cluster;
+pub mod continuous;
+pub mod evaluate;
+pub mod io;
+pub mod knn;
 pub mod label_distance;
 pub mod matrix;
+pub mod metrics;
+pub mod report;
+pub mod stats;
 
+pub use evaluate::{
+    compare_classes, compare_continuous, evaluate_classes, evaluate_continuous, ContinuousConfig,
+    EvalConfig,
+};
+pub use knn::{knn, knn_leave_one_out, KnnConfig, Neighbours, Similarity};
 pub use label_distance::LabelDistance;
 pub use matrix::Matrix;
+pub use metrics::MapAtKDivisor;
+pub use report::{Averaging, ClassReport, ClassRow, Comparison, ContinuousReport, MetricValue};
+pub use stats::{BootstrapConfig, PairedDifference};
 
 /// Every way evaluation input can be wrong; each message is one line that names the
 /// file, row or parameter at fault.

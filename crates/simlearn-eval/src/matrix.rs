@@ -95,7 +95,11 @@ impl Matrix {
         }
         for r in self.data.chunks_exact_mut(self.cols) {
             // f64 accumulation keeps 512-d norms exact to f32 rounding.
-            let n = r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+            let n = r
+                .iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum::<f64>()
+                .sqrt();
             if n > 0.0 {
                 let inv = (1.0 / n) as f32;
                 r.iter_mut().for_each(|v| *v *= inv);

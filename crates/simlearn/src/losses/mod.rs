@@ -7,6 +7,24 @@
 //! - [`ContinuousLoss`]: embeddings of a batch plus the batch's label-distance matrix
 //!   (log-ratio, dense triplet, binary triplet).
 
+pub(crate) mod baseline_util;
+pub mod binary_triplet;
+pub mod contextual;
+pub mod continuous;
+pub mod contrastive;
+pub mod dense_triplet;
+pub mod fastap;
+pub mod log_ratio;
+pub mod multi_similarity;
+pub mod normalized_softmax;
+pub mod ntxent;
+pub mod proxy_anchor;
+pub mod proxy_nca;
+pub mod registry;
+pub mod smooth_ap;
+pub mod supcon;
+pub mod triplet;
+
 use burn::prelude::*;
 
 /// A scalar loss and its named terms (unweighted), for logging and NaN diagnostics.

@@ -1,1 +1,418 @@
-//! The trainer: optimiser groups, learning-rate schedule, evaluation, checkpoints, metrics log.
+//! The trainer: `dataset → sampler → batch → model → embeddings → loss`, then
+//! `embeddings → index → neighbours → metrics` through `simlearn-eval`.
+//!
+//! One run writes into its output folder:
+//! - `config.toml`: the resolved configuration (every default filled in);
+//! - `metrics.jsonl`: one JSON object per epoch (mean loss terms, learning rate, validation
+//!   metrics when evaluated);
+//! - `last.safetensors` + `state.json`: model, loss parameters and optimiser state after the
+//!   latest epoch, for exact resume;
+//! - `best.safetensors`: the model with the best validation metric so far.
+//!
+//! Every file is written atomically (temporary file + rename).
+
+pub mod checkpoint;
+pub mod config;
+pub mod optim;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use simlearn_eval::{ClassReport, EvalConfig, Matrix};
+
+use crate::data::FeatureDataset;
+use crate::losses::ClassLoss;
+use crate::models::EmbeddingHead;
+use checkpoint::{load_module, load_safetensors, module_tensors, save_safetensors, write_atomic};
+pub use config::TrainConfig;
+use optim::Adam;
+
+/// Why training stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration value that cannot work (names the TOML key).
+    #[error("config: {0}")]
+    Config(String),
+    /// A data problem.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// A sampler problem (names its parameter).
+    #[error("sampler: {0}")]
+    Sampler(#[from] crate::samplers::SamplerError),
+    /// A loss problem.
+    #[error("loss: {0}")]
+    Loss(#[from] crate::losses::LossError),
+    /// An evaluation problem.
+    #[error("evaluation: {0}")]
+    Eval(#[from] simlearn_eval::EvalError),
+    /// The loss became NaN or infinite.
+    #[error("non-finite loss at epoch {epoch}, step {step}: {terms}")]
+    NonFinite {
+        /// 0-based epoch.
+        epoch: usize,
+        /// Global step (0-based).
+        step: usize,
+        /// Every loss term, formatted `name=value`.
+        terms: String,
+    },
+    /// File input/output.
+    #[error("{0}")]
+    Io(String),
+    /// A checkpoint that does not fit the model.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+/// What one epoch did: the line written to `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Optimiser steps done so far.
+    pub steps: usize,
+    /// Learning rate of the head during this epoch.
+    pub lr: f64,
+    /// Mean of the total loss over the epoch's batches.
+    pub loss: f64,
+    /// Mean of every loss term over the epoch's batches.
+    pub terms: BTreeMap<String, f64>,
+    /// Wall time of the epoch's training steps, seconds.
+    pub seconds: f64,
+    /// Validation metrics, when evaluated this epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<BTreeMap<String, f64>>,
+}
+
+/// Progress callbacks, so that a command-line front end can draw bars without the library
+/// depending on a terminal.
+pub trait TrainObserver {
+    /// An epoch with `batches` steps starts.
+    fn epoch_start(&mut self, _epoch: usize, _batches: usize) {}
+    /// A step finished with these loss terms (`total` first).
+    fn step(&mut self, _epoch: usize, _batch: usize, _terms: &[(&str, f64)]) {}
+    /// An epoch finished.
+    fn epoch_end(&mut self, _record: &EpochRecord) {}
+}
+
+/// An observer that does nothing.
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+/// Result of a training run.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// The trained head (the best-by-validation one when a validation set was given).
+    pub head: EmbeddingHead,
+    /// Every epoch's record.
+    pub history: Vec<EpochRecord>,
+    /// Epoch of the best validation metric, if validated.
+    pub best_epoch: Option<usize>,
+    /// That metric's value.
+    pub best_value: Option<f64>,
+}
+
+/// Embeds `features` with `head` in inference mode (no autodiff), `block` rows at a time.
+pub fn embed(head: &EmbeddingHead, features: &Matrix, device: &Device) -> Matrix {
+    let head = head.valid();
+    let d_in = features.cols();
+    let mut out = Vec::with_capacity(features.rows() * head.output_dim());
+    for chunk in features.data().chunks(1024 * d_in.max(1)) {
+        let rows = chunk.len() / d_in.max(1);
+        let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [rows, d_in]), device);
+        let y = head.forward(x).into_data().convert::<f32>();
+        out.extend(y.try_into_vec::<f32>().expect("converted to f32"));
+    }
+    let dim = head.output_dim();
+    Matrix::new(features.rows(), dim, out).expect("embedding shape")
+}
+
+/// Evaluates `head` on a class-labelled set, leave-one-out (every item queries the rest).
+pub fn evaluate(
+    head: &EmbeddingHead,
+    data: &FeatureDataset,
+    cfg: &EvalConfig,
+    device: &Device,
+) -> Result<ClassReport, TrainError> {
+    let emb = embed(head, &data.features, device);
+    Ok(simlearn_eval::evaluate_classes(
+        &emb,
+        data.class_labels()?,
+        None,
+        cfg,
+        None,
+    )?)
+}
+
+struct RunFiles {
+    dir: PathBuf,
+}
+
+impl RunFiles {
+    fn append_metrics(&self, rec: &EpochRecord) -> Result<(), TrainError> {
+        let path = self.dir.join("metrics.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+        let line = serde_json::to_string(rec).expect("records serialise");
+        // One write call per line, so a crash never leaves half a JSON object behind.
+        f.write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Saved between epochs for exact resume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResumeState {
+    next_epoch: usize,
+    steps: usize,
+    best_epoch: Option<usize>,
+    best_value: Option<f64>,
+    optimizer_steps: HashMap<String, u64>,
+    history: Vec<EpochRecord>,
+}
+
+/// Trains an embedding head with a class-label loss on `train`, validating on `val` every
+/// `eval_every` epochs. With `out_dir`, writes the run folder described in the module docs and
+/// resumes from it when `resume` is set and a `state.json` exists.
+pub fn train_class(
+    cfg: &TrainConfig,
+    train: &FeatureDataset,
+    val: Option<&FeatureDataset>,
+    out_dir: Option<&Path>,
+    resume: bool,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome, TrainError> {
+    let cfg = cfg.resolved(train.dim())?;
+    let device = Device::flex().autodiff();
+    device.seed(cfg.train.seed);
+    let labels = train.class_labels()?;
+    // Proxy losses index proxies by class: map labels to 0..C−1 in sorted order.
+    let mut classes: Vec<i64> = labels.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    let class_id: HashMap<i64, i64> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (c, i as i64))
+        .collect();
+    let dense_labels: Vec<i64> = labels.iter().map(|l| class_id[l]).collect();
+
+    let mut sampler = cfg.sampler.build(&dense_labels, cfg.train.seed)?;
+    let mut head = cfg
+        .model
+        .init(cfg.train.seed, &device)
+        .map_err(TrainError::Config)?;
+    let mut loss = cfg
+        .loss
+        .init(classes.len(), cfg.model.output_dim, &device)?;
+    let mut head_opt = Adam::new(cfg.optim.clone());
+    let mut loss_opt = Adam::new(cfg.optim.clone());
+
+    let files = out_dir.map(|d| RunFiles {
+        dir: d.to_path_buf(),
+    });
+    let mut state = ResumeState {
+        next_epoch: 0,
+        steps: 0,
+        best_epoch: None,
+        best_value: None,
+        optimizer_steps: HashMap::new(),
+        history: Vec::new(),
+    };
+    if let Some(f) = &files {
+        std::fs::create_dir_all(&f.dir)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", f.dir.display())))?;
+        let state_path = f.dir.join("state.json");
+        if resume && state_path.exists() {
+            let text = std::fs::read_to_string(&state_path)
+                .map_err(|e| TrainError::Io(format!("{}: {e}", state_path.display())))?;
+            state = serde_json::from_str(&text)
+                .map_err(|e| TrainError::Io(format!("{}: {e}", state_path.display())))?;
+            let (tensors, _) = load_safetensors(&f.dir.join("last.safetensors"))?;
+            head = load_module(head, &tensors, "head.")?;
+            if loss.has_parameters() {
+                loss = load_module(loss, &tensors, "loss.")?;
+            }
+            head_opt.load_state(&tensors, &state.optimizer_steps, "optim.head.", &device)?;
+            loss_opt.load_state(&tensors, &state.optimizer_steps, "optim.loss.", &device)?;
+        } else {
+            // A fresh run starts a fresh log.
+            let _ = std::fs::remove_file(f.dir.join("metrics.jsonl"));
+        }
+        let text = toml::to_string_pretty(&cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+        write_atomic(&f.dir.join("config.toml"), text.as_bytes())?;
+    }
+
+    let d_in = train.dim();
+    let mut best_head: Option<EmbeddingHead> = None;
+    for epoch in state.next_epoch..cfg.train.epochs {
+        let lr = cfg.optim.lr_at_epoch(epoch);
+        let batches = sampler.epoch(epoch as u64);
+        observer.epoch_start(epoch, batches.len());
+        let started = Instant::now();
+        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        let mut total_sum = 0.0;
+        for (b, idx) in batches.iter().enumerate() {
+            let mut x = Vec::with_capacity(idx.len() * d_in);
+            for &i in idx {
+                x.extend_from_slice(train.features.row(i));
+            }
+            let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), d_in]), &device);
+            let y: Vec<i64> = idx.iter().map(|&i| dense_labels[i]).collect();
+            let out = loss.forward(head.forward(x), &y)?;
+            let mut terms: Vec<(&str, f64)> = vec![("total", scalar(&out.total))];
+            terms.extend(out.terms.iter().map(|(n, t)| (*n, scalar(t))));
+            if terms.iter().any(|(_, v)| !v.is_finite()) {
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    step: state.steps,
+                    terms: terms
+                        .iter()
+                        .map(|(n, v)| format!("{n}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                });
+            }
+            total_sum += terms[0].1;
+            for (n, v) in &terms[1..] {
+                *sums.entry((*n).to_string()).or_default() += v;
+            }
+            let mut grads = out.total.backward();
+            let mut head_grads = GradientsParams::from_module(&mut grads, &head);
+            head = head_opt.step(head, &mut head_grads, lr);
+            if loss.has_parameters() {
+                let mut loss_grads = GradientsParams::from_module(&mut grads, &loss);
+                loss = loss_opt.step(
+                    loss,
+                    &mut loss_grads,
+                    lr * cfg.loss.proxy_lr_multiplier().unwrap_or(1.0),
+                );
+            }
+            state.steps += 1;
+            observer.step(epoch, b, &terms);
+        }
+        let n = batches.len().max(1) as f64;
+        let mut record = EpochRecord {
+            epoch,
+            steps: state.steps,
+            lr,
+            loss: total_sum / n,
+            terms: sums.into_iter().map(|(k, v)| (k, v / n)).collect(),
+            seconds: started.elapsed().as_secs_f64(),
+            validation: None,
+        };
+        let last_epoch = epoch + 1 == cfg.train.epochs;
+        if let Some(val) = val {
+            if cfg.train.eval_every > 0 && ((epoch + 1) % cfg.train.eval_every == 0 || last_epoch) {
+                let report = evaluate(&head, val, &cfg.eval_config(), &device)?;
+                let metrics: BTreeMap<String, f64> = report
+                    .metrics
+                    .iter()
+                    .map(|m| (m.name.clone(), m.value))
+                    .collect();
+                let value = report.get(&cfg.train.select_metric).ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "train.select_metric: \"{}\" is not among the evaluated metrics ({})",
+                        cfg.train.select_metric,
+                        metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                if state.best_value.is_none_or(|b| value > b) {
+                    state.best_value = Some(value);
+                    state.best_epoch = Some(epoch);
+                    best_head = Some(head.clone());
+                    if let Some(f) = &files {
+                        save_safetensors(
+                            &f.dir.join("best.safetensors"),
+                            &module_tensors(&head, "head."),
+                            run_metadata(epoch),
+                        )?;
+                    }
+                }
+                record.validation = Some(metrics);
+            }
+        }
+        if let Some(f) = &files {
+            f.append_metrics(&record)?;
+        }
+        state.history.push(record.clone());
+        state.next_epoch = epoch + 1;
+        if let Some(f) = &files {
+            let mut tensors = module_tensors(&head, "head.");
+            if loss.has_parameters() {
+                tensors.extend(module_tensors(&loss, "loss."));
+            }
+            let (ht, hs) = head_opt.state_tensors("optim.head.");
+            let (lt, ls) = loss_opt.state_tensors("optim.loss.");
+            tensors.extend(ht);
+            tensors.extend(lt);
+            state.optimizer_steps = hs.into_iter().chain(ls).collect();
+            save_safetensors(
+                &f.dir.join("last.safetensors"),
+                &tensors,
+                run_metadata(epoch),
+            )?;
+            let text = serde_json::to_string_pretty(&state).expect("state serialises");
+            write_atomic(&f.dir.join("state.json"), text.as_bytes())?;
+        }
+        observer.epoch_end(&record);
+    }
+    // A resumed run that had already finished its epochs still reports its best model.
+    if best_head.is_none() && state.best_epoch.is_some() {
+        if let Some(f) = &files {
+            let (tensors, _) = load_safetensors(&f.dir.join("best.safetensors"))?;
+            best_head = Some(load_module(head.clone(), &tensors, "head.")?);
+        }
+    }
+    Ok(TrainOutcome {
+        head: best_head.unwrap_or(head),
+        history: state.history,
+        best_epoch: state.best_epoch,
+        best_value: state.best_value,
+    })
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone().into_scalar::<f32>() as f64
+}
+
+fn run_metadata(epoch: usize) -> HashMap<String, String> {
+    HashMap::from([
+        ("format".to_string(), "simlearn-checkpoint".to_string()),
+        ("epoch".to_string(), epoch.to_string()),
+        (
+            "simlearn_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ])
+}
+
+/// Loads the head of a run folder's `best.safetensors` (or `last.safetensors` when no best
+/// exists) using the run's `config.toml`.
+pub fn load_run_head(run_dir: &Path, device: &Device) -> Result<EmbeddingHead, TrainError> {
+    let cfg_path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| TrainError::Io(format!("{}: {e}", cfg_path.display())))?;
+    let cfg: TrainConfig = toml::from_str(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", cfg_path.display())))?;
+    let head = cfg
+        .model
+        .init(cfg.train.seed, device)
+        .map_err(TrainError::Config)?;
+    let best = run_dir.join("best.safetensors");
+    let path = if best.exists() {
+        best
+    } else {
+        run_dir.join("last.safetensors")
+    };
+    let (tensors, _) = load_safetensors(&path)?;
+    load_module(head, &tensors, "head.")
+}

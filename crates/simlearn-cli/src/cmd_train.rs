@@ -1,0 +1,105 @@
+//! `simlearn train --config run.toml`: train an embedding head, write the run folder.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use simlearn::data::{digits, FeatureDataset};
+use simlearn::train::{train_class, TrainConfig};
+
+use crate::progress::TrainBars;
+
+/// Train an embedding head on feature vectors (see `configs/*.toml`).
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML run configuration; every missing key takes its paper default.
+    #[arg(long)]
+    config: PathBuf,
+    /// Output folder (resolved config, metrics.jsonl, checkpoints). Default: runs/<config name>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue from the folder's last checkpoint (exact resume at an epoch boundary).
+    #[arg(long)]
+    resume: bool,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Loads the train/validation sets named by a config.
+pub fn load_data(cfg: &TrainConfig) -> Result<(FeatureDataset, Option<FeatureDataset>)> {
+    let d = &cfg.data;
+    match d.source.as_str() {
+        "digits" => {
+            let (train, test) = digits().class_disjoint_split()?;
+            Ok((train, Some(test)))
+        }
+        "features" => {
+            let (Some(f), Some(l)) = (&d.features, &d.labels) else {
+                bail!("config: data.features and data.labels are required when data.source = \"features\"");
+            };
+            let all = FeatureDataset::from_class_files(f, l)?;
+            match (&d.val_features, &d.val_labels) {
+                (Some(vf), Some(vl)) => Ok((all, Some(FeatureDataset::from_class_files(vf, vl)?))),
+                (None, None) if d.split_train => {
+                    let (train, test) = all.class_disjoint_split()?;
+                    Ok((train, Some(test)))
+                }
+                (None, None) => Ok((all, None)),
+                _ => bail!("config: data.val_features and data.val_labels must be given together"),
+            }
+        }
+        other => bail!("config: data.source \"{other}\" is not one of \"features\", \"digits\""),
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("{}: cannot read", args.config.display()))?;
+    let cfg = TrainConfig::from_toml(&text).with_context(|| args.config.display().to_string())?;
+    let (train, val) = load_data(&cfg)?;
+    let out = args.out.unwrap_or_else(|| {
+        let stem = args
+            .config
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("run");
+        PathBuf::from("runs").join(stem)
+    });
+    let mut bars = TrainBars::new("train", cfg.train.epochs, args.json);
+    let outcome = train_class(
+        &cfg,
+        &train,
+        val.as_ref(),
+        Some(&out),
+        args.resume,
+        &mut bars,
+    )?;
+    let last = outcome.history.last();
+    if args.json {
+        let summary = serde_json::json!({
+            "run_dir": out,
+            "epochs": outcome.history.len(),
+            "best_epoch": outcome.best_epoch,
+            "best_value": outcome.best_value,
+            "select_metric": cfg.train.select_metric,
+            "last": last,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("run folder: {}", out.display());
+        if let (Some(e), Some(v)) = (outcome.best_epoch, outcome.best_value) {
+            println!(
+                "best {} = {v:.4} at epoch {}",
+                cfg.train.select_metric,
+                e + 1
+            );
+        }
+        if let Some(val) = last.and_then(|r| r.validation.as_ref()) {
+            println!("{:<24} {:>10}", "metric (last epoch)", "value");
+            for (k, v) in val {
+                println!("{k:<24} {v:>10.4}");
+            }
+        }
+    }
+    Ok(())
+}

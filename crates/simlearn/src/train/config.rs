@@ -1,0 +1,237 @@
+//! The TOML run configuration. Every field has a default; `simlearn train` writes the resolved
+//! file (all defaults filled in) into the run folder, so a run can be repeated from it alone.
+//!
+//! ```toml
+//! [data]
+//! source = "features"            # or "digits" (embedded)
+//! features = "train_features.npy"
+//! labels = "train_labels.npy"
+//! val_features = "test_features.npy"
+//! val_labels = "test_labels.npy"
+//!
+//! [model]
+//! output_dim = 512
+//!
+//! [loss]
+//! name = "contextual"            # every field of the loss has its paper default
+//!
+//! [sampler]
+//! batch_size = 128
+//! samples_per_class = 4
+//!
+//! [optim]
+//! lr = 8e-5
+//! milestones = [15, 30, 45]
+//! gamma = 0.3
+//!
+//! [train]
+//! epochs = 80
+//! eval_every = 5
+//! ```
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use simlearn_eval::EvalConfig;
+
+use super::optim::OptimConfig;
+use super::TrainError;
+use crate::losses::registry::LossConfig;
+use crate::models::HeadConfig;
+use crate::samplers::{BatchSampler, MPerClassOptions, MPerClassSampler, SamplerError};
+
+/// The whole run configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Where the data comes from.
+    pub data: DataConfig,
+    /// The embedding head.
+    pub model: HeadConfig,
+    /// The loss and its hyper-parameters.
+    pub loss: LossConfig,
+    /// How batches are drawn.
+    pub sampler: SamplerConfig,
+    /// Optimiser and schedule.
+    pub optim: OptimConfig,
+    /// Epochs, seed, evaluation cadence.
+    pub train: LoopConfig,
+    /// Validation metrics.
+    pub eval: EvalSection,
+}
+
+/// Data source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// `"features"` (files below) or `"digits"` (the embedded scikit-learn digits, split
+    /// class-disjointly 0–4 / 5–9).
+    pub source: String,
+    /// Training features (`.npy`, `.safetensors`, `.csv`), `n × d`.
+    pub features: Option<PathBuf>,
+    /// Training labels (`.npy` integers or one label per line).
+    pub labels: Option<PathBuf>,
+    /// Validation features; when absent with `split_train = true`, the training file is split
+    /// class-disjointly (first half of the classes trains).
+    pub val_features: Option<PathBuf>,
+    /// Validation labels.
+    pub val_labels: Option<PathBuf>,
+    /// Split the training file class-disjointly when no validation files are given.
+    pub split_train: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            source: "features".into(),
+            features: None,
+            labels: None,
+            val_features: None,
+            val_labels: None,
+            split_train: true,
+        }
+    }
+}
+
+/// Batch sampler settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// `"m_per_class"`: the balanced sampler of Liao et al. (2023) §3.1.
+    pub kind: String,
+    /// Samples per batch (paper: 128).
+    pub batch_size: usize,
+    /// Samples per class in a batch (paper: 4).
+    pub samples_per_class: usize,
+    /// Passes over the epoch's class grouping (paper: 5 CUB, 10 Cars/In-Shop).
+    pub tries: usize,
+    /// Cap on batches per epoch (paper: 42 CUB/Cars, 600 In-Shop).
+    pub max_batches: Option<usize>,
+    /// Every pass covers every class (not in the reference).
+    pub cover_all_classes: bool,
+    /// Drop single-sample classes instead of failing.
+    pub skip_singletons: bool,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            kind: "m_per_class".into(),
+            batch_size: 128,
+            samples_per_class: 4,
+            tries: 1,
+            max_batches: None,
+            cover_all_classes: false,
+            skip_singletons: false,
+        }
+    }
+}
+
+impl SamplerConfig {
+    /// Builds the sampler over (contiguous) class labels.
+    pub fn build(&self, labels: &[i64], seed: u64) -> Result<Box<dyn BatchSampler>, TrainError> {
+        match self.kind.as_str() {
+            "m_per_class" => Ok(Box::new(MPerClassSampler::new(
+                labels,
+                self.batch_size,
+                self.samples_per_class,
+                seed,
+                MPerClassOptions {
+                    tries: self.tries,
+                    max_batches: self.max_batches,
+                    cover_all_classes: self.cover_all_classes,
+                    skip_singletons: self.skip_singletons,
+                },
+            )?)),
+            other => Err(TrainError::Sampler(SamplerError {
+                param: "kind",
+                reason: format!("unknown sampler \"{other}\"; expected \"m_per_class\""),
+            })),
+        }
+    }
+}
+
+/// Loop settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Number of epochs (paper: 80).
+    pub epochs: usize,
+    /// Seed of the head initialisation and of the sampler.
+    pub seed: u64,
+    /// Validate every this many epochs (paper: 5) and at the last epoch; 0 = never.
+    pub eval_every: usize,
+    /// Metric that selects the best checkpoint (`map_at_r`, `precision_at_1`, `recall_at_1`, …).
+    pub select_metric: String,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 80,
+            seed: 0,
+            eval_every: 5,
+            select_metric: "map_at_r".into(),
+        }
+    }
+}
+
+/// Validation metric settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalSection {
+    /// Recall@K cut-offs (paper CUB/Cars: 1, 2, 4, 8).
+    pub ks: Vec<usize>,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            ks: vec![1, 2, 4, 8],
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Parses a TOML file; unknown keys are errors (a typo must not silently use a default).
+    pub fn from_toml(text: &str) -> Result<Self, TrainError> {
+        toml::from_str(text).map_err(|e| TrainError::Config(e.to_string().replace('\n', " ")))
+    }
+
+    /// Fills data-dependent defaults and checks consistency.
+    pub fn resolved(&self, input_dim: usize) -> Result<Self, TrainError> {
+        let mut c = self.clone();
+        if c.model.input_dim == 0 {
+            c.model.input_dim = input_dim;
+        } else if c.model.input_dim != input_dim {
+            return Err(TrainError::Config(format!(
+                "model.input_dim is {} but the features have {input_dim} columns",
+                c.model.input_dim
+            )));
+        }
+        if c.train.epochs == 0 {
+            return Err(TrainError::Config("train.epochs must be at least 1".into()));
+        }
+        if !(c.optim.lr > 0.0 && c.optim.lr.is_finite()) {
+            return Err(TrainError::Config(format!(
+                "optim.lr must be a positive number, got {}",
+                c.optim.lr
+            )));
+        }
+        if c.eval.ks.is_empty() || c.eval.ks.contains(&0) {
+            return Err(TrainError::Config(
+                "eval.ks must be a non-empty list of positive integers".into(),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The evaluation settings used for validation.
+    pub fn eval_config(&self) -> EvalConfig {
+        EvalConfig {
+            ks: self.eval.ks.clone(),
+            seed: self.train.seed,
+            ..EvalConfig::default()
+        }
+    }
+}
