@@ -950,6 +950,82 @@ mod tests {
         }
     }
 
+    /// Gallery rows that differ from one base vector by a few f32 ulps: their GEMM scores tie or
+    /// mis-order at f32 rounding level, so only the exact re-scoring can order them. Results
+    /// must equal the top-k under `exact_score` for every block size. (A different f64
+    /// summation order is no valid reference here: the cosines differ by ~1e-13, the size of f64
+    /// rounding in a 64-term sum.)
+    #[test]
+    fn near_ties_below_f32_resolution_follow_exact_scores() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let d = 64;
+        let base: Vec<f32> = (0..d).map(|_| rng.random_range(0.5f32..2.0)).collect();
+        let mut rows = Vec::new();
+        for _ in 0..120 {
+            let r: Vec<f32> = base
+                .iter()
+                .map(|&x| {
+                    let steps = rng.random_range(-3i32..=3);
+                    let mut y = x;
+                    for _ in 0..steps.abs() {
+                        y = if steps > 0 {
+                            y.next_up()
+                        } else {
+                            y.next_down()
+                        };
+                    }
+                    y
+                })
+                .collect();
+            rows.push(r);
+        }
+        let g = Matrix::from_rows(&rows).unwrap();
+        let q = Matrix::from_rows(&[base.clone(), rows[5].clone()]).unwrap();
+        let reference = |q: &Matrix, loo: bool, sim: Similarity| -> Vec<u32> {
+            let mut out = Vec::new();
+            for i in 0..q.rows() {
+                let mut all: Vec<(f64, u32)> = (0..g.rows())
+                    .filter(|&j| !(loo && i == j))
+                    .map(|j| (exact_score(sim, q.row(i), g.row(j)), j as u32))
+                    .collect();
+                all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                out.extend(all[..40].iter().map(|e| e.1));
+            }
+            out
+        };
+        // Premise: ranking by f32 dot products gets this data wrong.
+        let mut f32_order: Vec<(f32, u32)> = (0..g.rows())
+            .map(|j| {
+                let s: f32 = base.iter().zip(g.row(j)).map(|(a, b)| a * b).sum();
+                (s, j as u32)
+            })
+            .collect();
+        f32_order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let f32_top: Vec<u32> = f32_order[..40].iter().map(|e| e.1).collect();
+        assert_ne!(f32_top, reference(&q, false, Similarity::Dot)[..40]);
+        for sim in SIMS {
+            let want = reference(&q, false, sim);
+            let want_loo = reference(&g, true, sim);
+            for block_rows in [1, 7, 64] {
+                let cfg = KnnConfig {
+                    k: 40,
+                    similarity: sim,
+                    block_rows,
+                };
+                assert_eq!(
+                    knn(&q, &g, &cfg, None).unwrap().indices,
+                    want,
+                    "{sim:?} block {block_rows}"
+                );
+                assert_eq!(
+                    knn_leave_one_out(&g, &cfg, None).unwrap().indices,
+                    want_loo,
+                    "{sim:?} block {block_rows} loo"
+                );
+            }
+        }
+    }
+
     #[test]
     fn leave_one_out_excludes_by_index_not_distance() {
         // Rows 0 and 2 are identical: each must find the other at score 1, never itself.

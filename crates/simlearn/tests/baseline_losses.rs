@@ -28,7 +28,7 @@ use simlearn::losses::{ClassLoss, LossError};
 use simlearn::miners::batch_hard::BatchHardMiner;
 use simlearn::miners::distance_weighted::DistanceWeightedConfig;
 use simlearn::miners::multi_similarity::MultiSimilarityMinerConfig;
-use simlearn::miners::{AllTuples, HostBatch, IndexTuples, Miner, MinerConfig};
+use simlearn::miners::{AllTuples, HostBatch, IndexTuples, Miner, MinerConfig, PairList};
 
 // ---------------------------------------------------------------------------------------------
 // Set-up helpers
@@ -202,6 +202,8 @@ fn log1p_sum_exp(xs: &[f64]) -> f64 {
     (1.0 + xs.iter().map(|x| x.exp()).sum::<f64>()).ln()
 }
 
+// Index loops mirror the equations' subscripts.
+#[allow(clippy::needless_range_loop)]
 fn ref_multi_similarity(
     values: &[f64],
     n: usize,
@@ -228,7 +230,7 @@ fn ref_multi_similarity(
     total / n as f64
 }
 
-fn label_pairs(labels: &[i64]) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+fn label_pairs(labels: &[i64]) -> (PairList, PairList) {
     let n = labels.len();
     let mut pos = Vec::new();
     let mut neg = Vec::new();
@@ -401,6 +403,7 @@ fn ref_norm_softmax(
     total / n as f64
 }
 
+#[allow(clippy::needless_range_loop)]
 fn ref_proxy_anchor(
     values: &[f64],
     proxies: &[f64],
@@ -577,11 +580,7 @@ fn multi_similarity_matches_reference_all_and_mined() {
     }
 }
 
-fn mined_cfg_miner_pairs(
-    values: &[f64],
-    n: usize,
-    d: usize,
-) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+fn mined_cfg_miner_pairs(values: &[f64], n: usize, d: usize) -> (PairList, PairList) {
     MultiSimilarityMinerConfig { epsilon: 0.1 }
         .init()
         .unwrap()
@@ -1520,4 +1519,73 @@ fn parity_with_pytorch_metric_learning() {
             (6, 1, 5)
         ]
     );
+}
+
+#[test]
+fn distance_weighted_draws_follow_the_weights() {
+    // 3000 mining rounds on a fixed 3-D batch (d = 3 makes the density term vanish, so the
+    // weights are spread over several negatives); anchor 0's empirical negative frequencies
+    // match its weights within 0.03 (binomial standard error ≤ 0.0092 per entry).
+    let values: Vec<f64> = [0.0f64, 15.0, 35.0, 50.0, 70.0, 80.0]
+        .iter()
+        .flat_map(|a| [a.to_radians().cos(), a.to_radians().sin(), 0.1])
+        .collect();
+    let labels = [0, 0, 1, 2, 3, 4];
+    let miner = DistanceWeightedConfig::default().init().unwrap();
+    let b = host(&values, 6, 3);
+    let w = miner.weights(&b, &labels);
+    let rounds = 3000;
+    let mut counts = [0usize; 6];
+    for _ in 0..rounds {
+        let IndexTuples::Triplets(t) = miner.mine(&b, &labels).unwrap() else {
+            panic!("distance-weighted returns triplets");
+        };
+        for (a, _, m) in t {
+            if a == 0 {
+                counts[m] += 1;
+            }
+        }
+    }
+    assert!(
+        w[2..6].iter().filter(|&&x| x > 0.05).count() >= 3,
+        "{:?}",
+        &w[..6]
+    );
+    for j in 0..6 {
+        let freq = counts[j] as f64 / rounds as f64;
+        assert!(
+            (freq - w[j]).abs() < 0.03,
+            "negative {j}: frequency {freq} vs weight {}",
+            w[j]
+        );
+    }
+}
+
+#[test]
+fn multi_similarity_forward_pairs() {
+    let (n, d) = (8, 3);
+    let values = random_values(n * d, 1500);
+    let loss = MultiSimilarityConfig::default().init().unwrap();
+    let (pos, neg) = label_pairs(&LABELS_8);
+    let all = loss_value(&loss, &values, n, d, &LABELS_8);
+    let given = scalar(
+        loss.forward_pairs(tensor(&values, n, d), &LABELS_8, &pos, &neg)
+            .unwrap()
+            .total,
+    );
+    assert!((all - given).abs() < 1e-12, "{all} vs {given}");
+    let some_pos = [(0, 2), (4, 1)];
+    let some_neg = [(0, 1), (3, 7), (3, 7)];
+    let got = scalar(
+        loss.forward_pairs(tensor(&values, n, d), &LABELS_8, &some_pos, &some_neg)
+            .unwrap()
+            .total,
+    );
+    let want = ref_multi_similarity(&values, n, d, &some_pos, &some_neg[..2], (2.0, 50.0, 0.5));
+    assert!((got - want).abs() < 1e-10, "{got} vs {want}");
+    let msg = message(
+        loss.forward_pairs(tensor(&values, n, d), &LABELS_8, &[(0, 8)], &[])
+            .unwrap_err(),
+    );
+    assert!(msg.contains("(0, 8)"), "{msg}");
 }

@@ -271,6 +271,14 @@ fn tr(a: &Mat, n: usize) -> Mat {
     t
 }
 
+/// Contextual-loss parameters of the reference: neighbourhood size, margin, gain.
+#[derive(Clone, Copy)]
+struct Params {
+    k: usize,
+    eps: f64,
+    g: f64,
+}
+
 #[derive(Clone)]
 struct Frozen {
     tau_a: Vec<f64>,
@@ -301,12 +309,11 @@ fn ctx_forward(
     s: &Mat,
     n: usize,
     labels: &[i64],
-    k: usize,
-    eps: f64,
-    g: f64,
+    params: Params,
     frozen: Option<&Frozen>,
     surrogate: Option<(&Mat, &Mat, &Mat)>,
 ) -> Cache {
+    let Params { k, eps, g } = params;
     let d: Mat = s.iter().map(|v| (2.0 - 2.0 * v).max(0.0)).collect();
     let x: Mat = d.iter().map(|v| -v + eps).collect();
     let frozen = match frozen {
@@ -482,11 +489,11 @@ fn ctx_backward(c: &Cache, s: &Mat, n: usize, labels: &[i64], g: f64) -> Mat {
 }
 
 /// ∂L_ctx/∂S by central differences of the straight-through surrogate (spec §8, appendix).
-fn ctx_surrogate_fd(s: &Mat, n: usize, labels: &[i64], k: usize, eps: f64, g: f64) -> Mat {
-    let c0 = ctx_forward(s, n, labels, k, eps, g, None, None);
+fn ctx_surrogate_fd(s: &Mat, n: usize, labels: &[i64], params: Params) -> Mat {
+    let c0 = ctx_forward(s, n, labels, params, None, None);
     let sur = (&c0.a_mask, &c0.b_mask, &c0.x);
     let h = 1e-6;
-    let eval = |s2: &Mat| ctx_forward(s2, n, labels, k, eps, g, Some(&c0.frozen), Some(sur)).lctx;
+    let eval = |s2: &Mat| ctx_forward(s2, n, labels, params, Some(&c0.frozen), Some(sur)).lctx;
     let mut out = vec![0.0; n * n];
     for e in 0..n * n {
         let shifted = |delta: f64| {
@@ -506,6 +513,13 @@ fn ctx_surrogate_fd(s: &Mat, n: usize, labels: &[i64], k: usize, eps: f64, g: f6
 
 // ---------------------------------------------------------------------------------------------
 // contextual loss: spec §8 worked example
+
+/// The spec's §8 parameters: k 4, ε 0.05, g 10.
+const SPEC_PARAMS: Params = Params {
+    k: 4,
+    eps: 0.05,
+    g: 10.0,
+};
 
 const ANGLES: [f64; 6] = [0.0, 14.0, 44.0, 60.0, 90.0, 130.0];
 const LABELS: [i64; 6] = [0, 0, 0, 1, 1, 1];
@@ -683,11 +697,11 @@ fn contextual_worked_example_gradient_wrt_embeddings() {
 fn contextual_reference_reproduces_spec_and_agrees_with_surrogate_fd() {
     // Guards the plain-Rust reference used by the random-batch test below.
     let s = example_s();
-    let c = ctx_forward(&s, 6, &LABELS, 4, 0.05, 10.0, None, None);
+    let c = ctx_forward(&s, 6, &LABELS, SPEC_PARAMS, None, None);
     assert!((c.lctx - 0.15075521).abs() < 6e-9);
     let hand = ctx_backward(&c, &s, 6, &LABELS, 10.0);
     assert_close(&hand, &SPEC_G_CTX, 6e-6, "hand backward");
-    let fd = ctx_surrogate_fd(&s, 6, &LABELS, 4, 0.05, 10.0);
+    let fd = ctx_surrogate_fd(&s, 6, &LABELS, SPEC_PARAMS);
     assert_close(&hand, &fd, 1e-7, "hand vs surrogate FD");
 }
 
@@ -764,14 +778,14 @@ fn contextual_autodiff_matches_explicit_backward_and_surrogate_fd_on_random_batc
         let l_auto = scalar(out.total.clone());
         let g_auto = to_vec(st.grad(&out.total.backward()).unwrap());
 
-        let c = ctx_forward(&s, n, &labels, k, eps, 10.0, None, None);
+        let c = ctx_forward(&s, n, &labels, Params { k, eps, g: 10.0 }, None, None);
         assert!(
             (l_auto - c.lctx).abs() < 1e-12,
             "trial {trial}: L {l_auto} vs {}",
             c.lctx
         );
         let hand = ctx_backward(&c, &s, n, &labels, 10.0);
-        let fd = ctx_surrogate_fd(&s, n, &labels, k, eps, 10.0);
+        let fd = ctx_surrogate_fd(&s, n, &labels, Params { k, eps, g: 10.0 });
         let scale = hand.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         assert!(scale > 1e-6, "trial {trial}: trivial gradient");
         assert_close(
@@ -822,8 +836,7 @@ fn contextual_bad_input_errors_name_the_parameter() {
             Err(e) => e.to_string(),
             Ok(loss) => loss
                 .forward(z, labels)
-                .err()
-                .expect("expected an error")
+                .expect_err("expected an error")
                 .to_string(),
         }
     };
@@ -1267,6 +1280,33 @@ fn log_ratio_is_invariant_to_member_order_and_nearly_to_scale() {
     let (l1, _) = value_and_grad(&f, &LR_F, [5, 2]);
     let (l7, _) = value_and_grad(&f, &x7, [5, 2]);
     assert!((l1 - l7).abs() < 1e-12);
+}
+
+#[test]
+fn log_ratio_batch_all_f32_is_accurate_far_from_the_origin() {
+    // Distances are translation invariant; the Gram expansion is not, in f32, unless the loss
+    // centres the batch first. Offset 1000: ‖x‖² ≈ 1e6, whose f32 ulp (0.06) would swamp them.
+    let cfg = LogRatioConfig {
+        anchors: AnchorMode::All,
+        ..LogRatioConfig::default()
+    };
+    let labels = abs_label_dist(&LR_Y);
+    let loss = cfg.init().unwrap();
+    let exact = scalar(
+        loss.forward(f64_tensor(&LR_F, [5, 2]), &labels)
+            .unwrap()
+            .total,
+    );
+    let shifted: Vec<f64> = LR_F.iter().map(|v| v + 1000.0).collect();
+    let l32 = scalar(
+        loss.forward(tensor(&shifted, [5, 2], DType::F32), &labels)
+            .unwrap()
+            .total,
+    );
+    assert!(
+        ((l32 - exact) / exact).abs() < 1e-4,
+        "f32 {l32} vs f64 {exact}"
+    );
 }
 
 #[test]

@@ -44,7 +44,7 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::distances::{l2_normalize, same_label_matrix, NORMALIZE_EPS};
+use crate::distances::{first_non_finite_row, l2_normalize, same_label_matrix, NORMALIZE_EPS};
 use crate::losses::contrastive::{check_class_batch, contrastive_on_similarity};
 use crate::losses::{ClassLoss, LossError, LossOutput};
 use crate::straight_through::{indicator, step_st};
@@ -199,6 +199,11 @@ impl ContextualLoss {
             )));
         }
         self.check_batch_size(n)?;
+        if let Some(row) = first_non_finite_row(&s) {
+            return Err(LossError::Invalid(format!(
+                "contextual: similarity row {row} contains NaN or infinity"
+            )));
+        }
         if labels.len() != n {
             return Err(LossError::Invalid(format!(
                 "contextual: labels has {} entries but the batch has {n} rows",

@@ -44,6 +44,8 @@
 //! `log_eps` (default) keeps that behaviour, `skip` drops members with `g = 0` from the anchor's
 //! pairs, `floor(x)` replaces `g` by `max(g, x)` before the power is applied.
 //!
+//! With `ε_in = ε_log = 0` two coincident embeddings give `ln 0`; keep an ε for training.
+//!
 //! No L2 normalisation: the loss is invariant to the embedding scale up to the ε terms (§2.4,
 //! §8.6). A batch in which no triplet survives (all members skipped) has loss exactly 0.
 
@@ -293,7 +295,10 @@ impl LogRatioLoss {
             mask[anchor] = 1.0;
             (s, float_tensor(mask, [1, b], &device, dtype))
         } else {
-            let s = squared_euclidean_matrix(embeddings.clone(), embeddings);
+            // Centring first (distances are translation invariant) shrinks the norms, and so
+            // the cancellation error of the Gram expansion, for embeddings far from the origin.
+            let centred = embeddings.clone() - embeddings.mean_dim(0);
+            let s = squared_euclidean_matrix(centred.clone(), centred);
             let eye = Tensor::<2>::eye(b, &device).cast(dtype);
             (s, eye)
         };

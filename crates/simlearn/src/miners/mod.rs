@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 pub use crate::losses::baseline_util::HostBatch;
 use crate::losses::LossError;
 
+/// A list of `(anchor, other)` row-index pairs.
+pub type PairList = Vec<(usize, usize)>;
+
 /// Row-index tuples selected from a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexTuples {
@@ -42,7 +45,7 @@ pub enum IndexTuples {
 
 impl IndexTuples {
     /// Anchor–positive and anchor–negative pairs, deduplicated and sorted.
-    pub fn to_pairs(&self) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+    pub fn to_pairs(&self) -> (PairList, PairList) {
         match self {
             IndexTuples::Pairs {
                 positives,

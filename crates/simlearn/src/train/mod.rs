@@ -61,6 +61,16 @@ pub enum TrainError {
         /// Every loss term, formatted `name=value`.
         terms: String,
     },
+    /// The loss rejected the batch's embeddings (NaN/Inf: the model diverged).
+    #[error("epoch {epoch}, step {step}: {cause} (the model diverged; lower optim.lr)")]
+    Diverged {
+        /// 0-based epoch.
+        epoch: usize,
+        /// Global step (0-based).
+        step: usize,
+        /// The loss's message.
+        cause: String,
+    },
     /// File input/output.
     #[error("{0}")]
     Io(String),
@@ -267,7 +277,11 @@ pub fn train_class(
             }
             let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), d_in]), &device);
             let y: Vec<i64> = idx.iter().map(|&i| dense_labels[i]).collect();
-            let out = loss.forward(head.forward(x), &y)?;
+            let out = loss.forward(head.forward(x), &y).map_err(|e| TrainError::Diverged {
+                epoch,
+                step: state.steps,
+                cause: e.to_string(),
+            })?;
             let mut terms: Vec<(&str, f64)> = vec![("total", scalar(&out.total))];
             terms.extend(out.terms.iter().map(|(n, t)| (*n, scalar(t))));
             if terms.iter().any(|(_, v)| !v.is_finite()) {
