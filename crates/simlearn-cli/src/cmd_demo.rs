@@ -6,9 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
-use simlearn::data::digits;
-use simlearn::train::{embed, train_class, TrainConfig};
-use simlearn_eval::{evaluate_classes, EvalConfig};
+use std::collections::BTreeMap;
+
+use simlearn::data::{digits, rotated_digits};
+use simlearn::train::{
+    embed, evaluate_continuous_labels, train_class, train_continuous, TrainConfig,
+};
+use simlearn_eval::{evaluate_classes, evaluate_continuous, ContinuousConfig, EvalConfig};
 
 use crate::progress::TrainBars;
 
@@ -35,6 +39,129 @@ pub struct Args {
     /// Print the results as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Continuous labels instead: digits rotated by random angles, log-ratio vs the two triplet
+    /// baselines of Kim et al. (2019), evaluated with nDCG and mean angle error.
+    #[arg(long)]
+    continuous: bool,
+}
+
+const CONTINUOUS_CONFIGS: [(&str, &str); 3] = [
+    (
+        "log_ratio",
+        include_str!("../../../configs/rotated-digits-log-ratio.toml"),
+    ),
+    (
+        "dense_triplet",
+        include_str!("../../../configs/rotated-digits-dense-triplet.toml"),
+    ),
+    (
+        "binary_triplet",
+        include_str!("../../../configs/rotated-digits-binary-triplet.toml"),
+    ),
+];
+
+#[derive(Serialize)]
+struct ContinuousRow {
+    method: String,
+    before: Option<BTreeMap<String, f64>>,
+    after: BTreeMap<String, f64>,
+    seconds: f64,
+}
+
+const CONTINUOUS_METRICS: [&str; 3] = ["ndcg_at_10", "ndcg_at_100", "mean_label_distance_at_1"];
+
+fn pick(r: &simlearn_eval::ContinuousReport) -> BTreeMap<String, f64> {
+    CONTINUOUS_METRICS
+        .iter()
+        .map(|m| (m.to_string(), r.get(m).unwrap_or(f64::NAN)))
+        .collect()
+}
+
+fn run_continuous(args: &Args) -> Result<()> {
+    let device = burn::prelude::Device::flex();
+    let mut rows = Vec::new();
+    let mut header = None;
+    for (name, text) in CONTINUOUS_CONFIGS {
+        let mut cfg = TrainConfig::from_toml(text)?;
+        if let Some(e) = args.epochs {
+            cfg.train.epochs = e;
+        }
+        let (train, test) = rotated_digits(cfg.train.seed).alternate_split()?;
+        let section = cfg.continuous.clone().unwrap_or_default();
+        let eval_cfg = ContinuousConfig {
+            label_distance: section.label_distance,
+            ..ContinuousConfig::default()
+        };
+        if rows.is_empty() {
+            let simlearn::data::Labels::Continuous(labels) = &test.labels else {
+                unreachable!("rotated digits carry angles")
+            };
+            let pixels = evaluate_continuous(&test.features, labels, None, &eval_cfg, None)?;
+            rows.push(ContinuousRow {
+                method: "pixels (no model)".into(),
+                before: None,
+                after: pick(&pixels),
+                seconds: 0.0,
+            });
+            header = Some((train.len(), test.len()));
+        }
+        let resolved = cfg.resolved(train.dim())?;
+        let untrained = resolved
+            .model
+            .init(resolved.train.seed, &device)
+            .map_err(anyhow::Error::msg)?;
+        let before = evaluate_continuous_labels(&untrained, &test, &eval_cfg, &device)?;
+        let started = std::time::Instant::now();
+        let mut bars = TrainBars::new(name, cfg.train.epochs, args.json);
+        let out = train_continuous(
+            &cfg,
+            &train,
+            Some(&test),
+            Some(&args.out.join(name)),
+            false,
+            &mut bars,
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        let after = evaluate_continuous_labels(&out.head, &test, &eval_cfg, &device)?;
+        rows.push(ContinuousRow {
+            method: format!("{name} head"),
+            before: Some(pick(&before)),
+            after: pick(&after),
+            seconds,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let (n_train, n_test) = header.unwrap_or_default();
+    println!(
+        "\nRotated digits (label = angle, circular distance): heads trained on {n_train} images,\n\
+         leave-one-out retrieval on the other {n_test} (the last epoch's head is kept only if it is the best on them).\n"
+    );
+    println!(
+        "{:<22} {:>15} {:>15} {:>17} {:>8}",
+        "method", "nDCG@10", "nDCG@100", "mean angle err@1", "train s"
+    );
+    for r in &rows {
+        let cell = |m: &str, prec: usize| match &r.before {
+            Some(b) => format!("{:.prec$}→{:.prec$}", b[m], r.after[m]),
+            None => format!("{:.prec$}", r.after[m]),
+        };
+        println!(
+            "{:<22} {:>15} {:>15} {:>17} {:>8.1}",
+            r.method,
+            cell("ndcg_at_10", 3),
+            cell("ndcg_at_100", 3),
+            cell("mean_label_distance_at_1", 1),
+            r.seconds
+        );
+    }
+    println!(
+        "\n(before→after: the untrained head, then the trained one)\nrun folders: {}",
+        args.out.display()
+    );
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -64,6 +191,9 @@ fn scores(emb: &simlearn_eval::Matrix, labels: &[i64], cfg: &EvalConfig) -> Resu
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.continuous {
+        return run_continuous(&args);
+    }
     // Classes 0–4 train (half of their images; the other half validates), classes 5–9 test.
     let (seen, unseen) = digits().class_disjoint_split()?;
     let (train, val) = seen.alternate_split()?;

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use simlearn::data::{digits, FeatureDataset};
-use simlearn::train::{train_class, TrainConfig};
+use simlearn::data::{digits, rotated_digits, FeatureDataset};
+use simlearn::train::{train_class, train_continuous, TrainConfig};
 
 use crate::progress::TrainBars;
 
@@ -29,6 +29,10 @@ pub struct Args {
 pub fn load_data(cfg: &TrainConfig) -> Result<(FeatureDataset, Option<FeatureDataset>)> {
     let d = &cfg.data;
     match d.source.as_str() {
+        "rotated_digits" => {
+            let (train, test) = rotated_digits(cfg.train.seed).alternate_split()?;
+            Ok((train, Some(test)))
+        }
         "digits" => {
             let (train, test) = digits().class_disjoint_split()?;
             Ok((train, Some(test)))
@@ -37,9 +41,20 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(FeatureDataset, Option<FeatureDat
             let (Some(f), Some(l)) = (&d.features, &d.labels) else {
                 bail!("config: data.features and data.labels are required when data.source = \"features\"");
             };
-            let all = FeatureDataset::from_class_files(f, l)?;
+            let read = |f: &std::path::Path, l: &std::path::Path| {
+                if cfg.continuous.is_some() {
+                    FeatureDataset::from_continuous_files(f, l)
+                } else {
+                    FeatureDataset::from_class_files(f, l)
+                }
+            };
+            let all = read(f, l)?;
             match (&d.val_features, &d.val_labels) {
-                (Some(vf), Some(vl)) => Ok((all, Some(FeatureDataset::from_class_files(vf, vl)?))),
+                (Some(vf), Some(vl)) => Ok((all, Some(read(vf, vl)?))),
+                (None, None) if d.split_train && cfg.continuous.is_some() => {
+                    let (train, test) = all.alternate_split()?;
+                    Ok((train, Some(test)))
+                }
                 (None, None) if d.split_train => {
                     let (train, test) = all.class_disjoint_split()?;
                     Ok((train, Some(test)))
@@ -48,7 +63,9 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(FeatureDataset, Option<FeatureDat
                 _ => bail!("config: data.val_features and data.val_labels must be given together"),
             }
         }
-        other => bail!("config: data.source \"{other}\" is not one of \"features\", \"digits\""),
+        other => bail!(
+            "config: data.source \"{other}\" is not one of \"features\", \"digits\", \"rotated_digits\""
+        ),
     }
 }
 
@@ -66,14 +83,25 @@ pub fn run(args: Args) -> Result<()> {
         PathBuf::from("runs").join(stem)
     });
     let mut bars = TrainBars::new("train", cfg.train.epochs, args.json);
-    let outcome = train_class(
-        &cfg,
-        &train,
-        val.as_ref(),
-        Some(&out),
-        args.resume,
-        &mut bars,
-    )?;
+    let outcome = if cfg.continuous.is_some() {
+        train_continuous(
+            &cfg,
+            &train,
+            val.as_ref(),
+            Some(&out),
+            args.resume,
+            &mut bars,
+        )?
+    } else {
+        train_class(
+            &cfg,
+            &train,
+            val.as_ref(),
+            Some(&out),
+            args.resume,
+            &mut bars,
+        )?
+    };
     let last = outcome.history.last();
     if args.json {
         let summary = serde_json::json!({

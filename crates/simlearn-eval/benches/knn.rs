@@ -38,8 +38,10 @@ fn loo(n: usize, d: usize, k: usize, sim: Similarity, block_rows: usize) {
     let t = Instant::now();
     let nb = knn_leave_one_out(&m, &cfg, None).unwrap();
     let s = t.elapsed().as_secs_f64();
-    // Upper-triangle tiles only: about n²/2 scores (plus half the diagonal tiles).
-    let b = block_rows.min(n) as f64;
+    // Upper-triangle tiles only: n²/2 scores plus half the diagonal tiles, with the block size
+    // `knn_leave_one_out` actually uses (at least ~4 blocks per thread).
+    let per_thread = n.div_ceil(4 * rayon::current_num_threads()).max(256);
+    let b = block_rows.min(per_thread).min(n) as f64;
     let flops = 2.0 * d as f64 * (n as f64 * n as f64 / 2.0 + n as f64 * b / 2.0);
     println!(
         "leave-one-out n={n} d={d} k={k} {:?} block={block_rows} threads={}: {s:.2} s, {:.1} GFLOP/s (first idx {})",

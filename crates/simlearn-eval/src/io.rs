@@ -785,40 +785,92 @@ fn read_csv_matrix(path: &Path) -> Result<Matrix, EvalError> {
     Matrix::new(rows, cols.unwrap_or(0), data).map_err(|e| file_err(path, e))
 }
 
+/// Reads one tensor of a `.safetensors` file. Only the JSON header and the selected tensor's
+/// bytes are read (streamed in 1 MiB chunks), so peak memory is the output matrix, not the file.
 fn read_safetensors(path: &Path, tensor: Option<&str>) -> Result<Matrix, EvalError> {
-    use safetensors::{Dtype as St, SafeTensors};
-    let bytes = std::fs::read(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
-    if bytes.is_empty() {
+    use std::io::{Seek, SeekFrom};
+    let bad = |m: String| file_err(path, format!("not a valid safetensors file: {m}"));
+    let mut f = File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
+    let total = f
+        .metadata()
+        .map_err(|e| file_err(path, format!("cannot stat: {e}")))?
+        .len();
+    if total == 0 {
         return Err(file_err(path, "empty file"));
     }
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| file_err(path, format!("not a valid safetensors file: {e}")))?;
-    let mut names = st.names();
+    let mut n8 = [0u8; 8];
+    f.read_exact(&mut n8)
+        .map_err(|_| bad(format!("only {total} bytes")))?;
+    let hlen = u64::from_le_bytes(n8);
+    // The safetensors format caps headers at 100 MB.
+    if hlen > 100_000_000 || 8 + hlen > total {
+        return Err(bad(format!("header length {hlen} does not fit the file")));
+    }
+    let mut hbytes = vec![0u8; hlen as usize];
+    f.read_exact(&mut hbytes)
+        .map_err(|e| bad(format!("cannot read header: {e}")))?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&hbytes)
+        .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    let mut names: Vec<&str> = header
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "__metadata__")
+        .collect();
     names.sort_unstable();
+    let list = || {
+        let l: Vec<&str> = names.iter().take(10).copied().collect();
+        format!(
+            "{}{}",
+            l.join(", "),
+            if names.len() > 10 { ", …" } else { "" }
+        )
+    };
     let name = match tensor {
         Some(t) => t.to_string(),
         None if names.len() == 1 => names[0].to_string(),
         None => {
-            let list: Vec<&str> = names.iter().take(10).copied().collect();
             return Err(file_err(
                 path,
                 format!(
-                    "holds {} tensors ({}{}); choose one with --tensor",
+                    "holds {} tensors ({}); choose one with --tensor",
                     names.len(),
-                    list.join(", "),
-                    if names.len() > 10 { ", …" } else { "" }
+                    list()
                 ),
-            ));
+            ))
         }
     };
-    let view = st.tensor(&name).map_err(|_| {
-        let list: Vec<&str> = names.iter().take(10).copied().collect();
-        file_err(
-            path,
-            format!("no tensor named {name:?} (has: {})", list.join(", ")),
-        )
-    })?;
-    let shape = view.shape().to_vec();
+    let info = header
+        .get(&name)
+        .filter(|_| name != "__metadata__")
+        .ok_or_else(|| file_err(path, format!("no tensor named {name:?} (has: {})", list())))?;
+    let dtype = info["dtype"].as_str().unwrap_or("?");
+    let shape: Option<Vec<usize>> = info["shape"].as_array().and_then(|a| {
+        a.iter()
+            .map(|v| v.as_u64().and_then(|x| usize::try_from(x).ok()))
+            .collect()
+    });
+    let offsets: Option<Vec<u64>> = info["data_offsets"]
+        .as_array()
+        .and_then(|a| a.iter().map(|v| v.as_u64()).collect());
+    let (shape, (start, end)) = match (shape, offsets.as_deref()) {
+        (Some(s), Some(&[a, b])) if a <= b => (s, (a, b)),
+        _ => {
+            return Err(bad(format!(
+                "tensor {name:?} has no valid shape/data_offsets"
+            )))
+        }
+    };
+    let size: usize = match dtype {
+        "F32" => 4,
+        "F64" => 8,
+        "F16" | "BF16" => 2,
+        other => {
+            return Err(file_err(
+                path,
+                format!("tensor {name:?} has dtype {other}; expected F32, F64, F16 or BF16"),
+            ))
+        }
+    };
     if shape.len() != 2 {
         return Err(file_err(
             path,
@@ -828,31 +880,48 @@ fn read_safetensors(path: &Path, tensor: Option<&str>) -> Result<Matrix, EvalErr
             ),
         ));
     }
-    let raw = view.data();
-    let vals: Vec<f32> = match view.dtype() {
-        St::F32 => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect(),
-        St::F64 => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        St::F16 => raw
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        St::BF16 => raw
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(file_err(
-                path,
-                format!("tensor {name:?} has dtype {other}; expected F32, F64, F16 or BF16"),
-            ))
+    let count = shape[0]
+        .checked_mul(shape[1])
+        .ok_or_else(|| bad(format!("shape {} overflows", shape_str(&shape))))?;
+    let data_start = 8 + hlen;
+    if (count as u128) * size as u128 != (end - start) as u128 || data_start + end > total {
+        return Err(bad(format!(
+            "tensor {name:?} of shape {} and dtype {dtype} does not match its {} data bytes at offset {start}",
+            shape_str(&shape),
+            end - start
+        )));
+    }
+    f.seek(SeekFrom::Start(data_start + start))
+        .map_err(|e| file_err(path, format!("cannot seek: {e}")))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut vals = Vec::with_capacity(count);
+    let mut buf = vec![0u8; (1 << 20) / size * size];
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(buf.len() / size);
+        let b = &mut buf[..n * size];
+        r.read_exact(b)
+            .map_err(|e| file_err(path, format!("read error: {e}")))?;
+        match dtype {
+            "F32" => vals.extend(
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
+            "F64" => vals.extend(
+                b.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32),
+            ),
+            "F16" => vals.extend(
+                b.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            ),
+            _ => vals.extend(
+                b.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+            ),
         }
-    };
+        left -= n;
+    }
     Matrix::new(shape[0], shape[1], vals).map_err(|e| file_err(path, e))
 }
 
@@ -1133,6 +1202,18 @@ mod tests {
         let t = vec![("emb", TensorView::new(St::F32, vec![1, 4], &f32b).unwrap())];
         std::fs::write(&only, serialize(t, None).unwrap()).unwrap();
         assert_eq!(read_embeddings(&only, None).unwrap().cols(), 4);
+        // `__metadata__` is not a tensor: the only tensor is still chosen by default.
+        let meta = std::collections::HashMap::from([("k".to_string(), "v".to_string())]);
+        let t = vec![("emb", TensorView::new(St::F32, vec![2, 2], &f32b).unwrap())];
+        std::fs::write(&only, serialize(t, Some(meta)).unwrap()).unwrap();
+        assert_eq!(read_embeddings(&only, None).unwrap().rows(), 2);
+        // Offsets beyond the end of the file.
+        let h = r#"{"e":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+        let mut b = (h.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(h.as_bytes());
+        b.extend_from_slice(&[0u8; 8]);
+        std::fs::write(&only, &b).unwrap();
+        assert!(msg(read_embeddings(&only, None).unwrap_err()).contains("does not match"));
         std::fs::write(&only, b"garbage").unwrap();
         assert!(msg(read_embeddings(&only, None).unwrap_err()).contains("not a valid safetensors"));
     }

@@ -17,7 +17,7 @@ use simlearn::distances::{
     squared_distances_to_row, squared_euclidean_matrix,
 };
 use simlearn::losses::binary_triplet::BinaryTripletConfig;
-use simlearn::losses::contextual::{ContextualConfig, Convention};
+use simlearn::losses::contextual::{contextual_similarity, ContextualConfig, Convention};
 use simlearn::losses::continuous::ContinuousLossConfig;
 use simlearn::losses::contrastive::{contrastive_on_similarity, ContrastiveConfig};
 use simlearn::losses::dense_triplet::DenseTripletConfig;
@@ -898,6 +898,31 @@ fn contextual_bad_input_errors_name_the_parameter() {
         &LABELS,
     );
     assert!(e.contains("row 3"), "{e}");
+}
+
+#[test]
+fn contextual_similarity_rejects_bad_k_and_is_symmetric_in_unit_range() {
+    let s = f64_tensor(&example_s(), [6, 6]);
+    for k in [0, 1, 7] {
+        let e = contextual_similarity(s.clone(), k, 0.05, 10.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("k = {k}")), "{e}");
+    }
+    let w = to_vec(contextual_similarity(s, 4, 0.05, 10.0).unwrap());
+    // Spec §8 W, row 2: [0.6 0.75625 0.875 0.9125 0.41875 0.1875].
+    assert_close(
+        &w[12..18],
+        &[0.6, 0.75625, 0.875, 0.9125, 0.41875, 0.1875],
+        1e-12,
+        "W row 2",
+    );
+    for i in 0..6 {
+        for j in 0..6 {
+            assert_eq!(w[i * 6 + j], w[j * 6 + i]);
+            assert!((0.0..=1.0).contains(&w[i * 6 + j]));
+        }
+    }
 }
 
 #[test]

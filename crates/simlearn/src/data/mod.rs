@@ -177,7 +177,15 @@ impl FeatureDataset {
     /// 1st, 3rd, … item of a class go left, the 2nd, 4th, … go right). Deterministic; used to
     /// hold out unseen images of the training classes for validation.
     pub fn alternate_split(&self) -> Result<(FeatureDataset, FeatureDataset), DataError> {
-        let labels = self.class_labels()?;
+        // Continuous-label sets alternate over all items (one pseudo-class).
+        let zeros;
+        let labels = match &self.labels {
+            Labels::Class(v) => v.as_slice(),
+            Labels::Continuous(m) => {
+                zeros = vec![0i64; m.rows()];
+                zeros.as_slice()
+            }
+        };
         let mut seen: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
         let (mut left, mut right) = (Vec::new(), Vec::new());
         for (i, l) in labels.iter().enumerate() {
@@ -225,6 +233,60 @@ pub fn digits() -> FeatureDataset {
     }
 }
 
+/// Continuous-label task (a) of the log-ratio paper's setting, built from the embedded digits:
+/// every digit is upsampled to 16 × 16 (bilinear) and rotated about its centre by an angle drawn
+/// uniformly from [0°, 360°) with a ChaCha8 stream seeded by `seed`; the label is the angle in
+/// degrees (compare with `LabelDistance::Circular { period: 360.0 }`). Pixels outside the
+/// source are 0 (background). Features: 256 values in [0, 1].
+pub fn rotated_digits(seed: u64) -> FeatureDataset {
+    use rand::{Rng, SeedableRng};
+    let d = digits();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = d.len();
+    let mut features = Vec::with_capacity(n * 256);
+    let mut angles = Vec::with_capacity(n);
+    for i in 0..n {
+        let angle: f32 = rng.random_range(0.0..360.0);
+        features.extend(rotate_upsampled(d.features.row(i), angle));
+        angles.push(angle);
+    }
+    FeatureDataset {
+        features: Matrix::new(n, 256, features).expect("256 pixels per image"),
+        labels: Labels::Continuous(Matrix::new(n, 1, angles).expect("one angle per image")),
+    }
+}
+
+/// Samples the 8 × 8 image at the points of a 16 × 16 grid rotated by `angle_deg`, bilinearly.
+fn rotate_upsampled(img: &[f32], angle_deg: f32) -> Vec<f32> {
+    let (s, c) = angle_deg.to_radians().sin_cos();
+    let px = |x: i32, y: i32| -> f32 {
+        if (0..8).contains(&x) && (0..8).contains(&y) {
+            img[(y * 8 + x) as usize]
+        } else {
+            0.0
+        }
+    };
+    let mut out = Vec::with_capacity(256);
+    for v in 0..16 {
+        for u in 0..16 {
+            // Output pixel centre in source coordinates (centre of the image at 3.5, 3.5),
+            // rotated backwards so the content turns by +angle.
+            let (x, y) = ((u as f32 + 0.5) / 2.0 - 4.0, (v as f32 + 0.5) / 2.0 - 4.0);
+            let (sx, sy) = (c * x + s * y + 3.5, -s * x + c * y + 3.5);
+            let (x0, y0) = (sx.floor(), sy.floor());
+            let (fx, fy) = (sx - x0, sy - y0);
+            let (x0, y0) = (x0 as i32, y0 as i32);
+            out.push(
+                px(x0, y0) * (1.0 - fx) * (1.0 - fy)
+                    + px(x0 + 1, y0) * fx * (1.0 - fy)
+                    + px(x0, y0 + 1) * (1.0 - fx) * fy
+                    + px(x0 + 1, y0 + 1) * fx * fy,
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +315,41 @@ mod tests {
         assert!(train.class_labels().unwrap().iter().all(|&l| l <= 4));
         assert!(test.class_labels().unwrap().iter().all(|&l| l >= 5));
         assert_eq!(train.len() + test.len(), 1797);
+    }
+
+    #[test]
+    fn rotation_by_zero_is_a_plain_upsampling_and_by_360_the_same() {
+        let d = digits();
+        let img = d.features.row(0);
+        let a = rotate_upsampled(img, 0.0);
+        let b = rotate_upsampled(img, 360.0);
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5));
+        // Upsampling preserves the mean grey level up to the border halo.
+        let mean_in = img.iter().sum::<f32>() / 64.0;
+        let mean_out = a.iter().sum::<f32>() / 256.0;
+        assert!((mean_in - mean_out).abs() < 0.05, "{mean_in} vs {mean_out}");
+        // A quarter turn maps the 16 x 16 grid onto itself: output (u, v) samples (v, 15 - u).
+        let q = rotate_upsampled(img, 90.0);
+        for v in 0..16 {
+            for u in 0..16 {
+                let turned = q[v * 16 + u];
+                let src = a[(15 - u) * 16 + v];
+                assert!((turned - src).abs() < 1e-4, "({u},{v}): {turned} vs {src}");
+            }
+        }
+    }
+
+    #[test]
+    fn rotated_digits_labels_are_angles_and_seeded() {
+        let a = rotated_digits(3);
+        let b = rotated_digits(3);
+        assert_eq!(a, b);
+        let Labels::Continuous(l) = &a.labels else {
+            panic!()
+        };
+        assert_eq!((l.rows(), l.cols()), (1797, 1));
+        assert!(l.data().iter().all(|&t| (0.0..360.0).contains(&t)));
+        assert_ne!(rotated_digits(4).labels, a.labels);
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl ContextualLoss {
         }
         let cfg = &self.config;
         let same = same_label_matrix(labels, &s.device(), s.dtype());
-        let w = contextual_similarity(s.clone(), cfg.k, cfg.eps, cfg.gain);
+        let w = contextual_similarity(s.clone(), cfg.k, cfg.eps, cfg.gain)?;
         let ctx = contextual_term(w, same.clone());
         let con = contrastive_on_similarity(s.clone(), same, cfg.pos_margin, cfg.neg_margin);
         let reg = s.mean().sub_scalar(cfg.sim_target).square();
@@ -257,12 +257,24 @@ impl ClassLoss for ContextualLoss {
 }
 
 /// The contextual similarity `W` (E1–E9) of a cosine-similarity matrix `s` (`n × n`), with
-/// neighbourhood size `k` (self included, `2 ≤ k ≤ n`, not checked here), margin `eps`
-/// (squared-distance units) and straight-through gain `gain`. `W ∈ [0, 1]`, symmetric.
+/// neighbourhood size `k` (self included, `2 ≤ k ≤ n`, else an error naming `k` and `n`),
+/// margin `eps` (squared-distance units) and straight-through gain `gain`. `W ∈ [0, 1]`,
+/// symmetric.
 ///
 /// Gradient flow as in §1.4: thresholds, `|N(i)|` and `|N̄(i)|` are detached; the masks carry
 /// `gain ×` the upstream gradient; `|R(i)|` is differentiable.
-pub fn contextual_similarity(s: Tensor<2>, k: usize, eps: f64, gain: f64) -> Tensor<2> {
+pub fn contextual_similarity(
+    s: Tensor<2>,
+    k: usize,
+    eps: f64,
+    gain: f64,
+) -> Result<Tensor<2>, LossError> {
+    let [n, m] = s.dims();
+    if n != m || k < 2 || k > n {
+        return Err(LossError::Invalid(format!(
+            "contextual similarity: need a square matrix and 2 ≤ k ≤ n, got {n} × {m} and k = {k}"
+        )));
+    }
     let dtype = s.dtype();
     let h = k / 2;
     // D = max(0, 2 − 2S); clamp_min passes the gradient where 2 − 2S ≥ 0 (inclusive), as in
@@ -287,7 +299,7 @@ pub fn contextual_similarity(s: Tensor<2>, k: usize, eps: f64, gain: f64) -> Ten
     let r = b.clone() * b.transpose();
     let r_count = r.clone().sum_dim(1); // ≥ 1 in the forward pass (R_ii = 1); not detached
     let w_hat = r.matmul(w_tilde) / r_count;
-    (w_hat.clone() + w_hat.transpose()).mul_scalar(0.5)
+    Ok((w_hat.clone() + w_hat.transpose()).mul_scalar(0.5))
 }
 
 /// `L_ctx = Σ_{i≠j} (W_ij − Y_ij)² / n²` (E10): the diagonal is excluded from the sum but the

@@ -13,8 +13,9 @@
 //! L        = 1 − (1/|Q|) Σ_{i∈Q} AP_i,   Q = {i : |P_i| > 0}
 //! ```
 //!
-//! A batch where no row has a positive gives 0 with a zero gradient. Cost: `n³` sigmoids
-//! (an `n × n × n` tensor; n = 256 is 16.8 M entries).
+//! A batch where no row has a positive gives 0 with a zero gradient. Cost: `n³` sigmoids held
+//! as `n × n × n` tensors (a few of them live at once for the backward pass; n = 256 is
+//! 16.8 M entries each, 64 MiB in f32); masks are `n × n`.
 //!
 //! Default `τ = 0.01`: Brown et al.'s setting, also used by the contextual paper's `smoothap`
 //! baseline (spec §7: "loss = 1 − mean AP over the batch").
@@ -74,32 +75,20 @@ impl ClassLoss for SmoothApLoss {
 
     fn forward(&self, embeddings: Tensor<2>, labels: &[i64]) -> Result<LossOutput, LossError> {
         let (n, _) = validate_batch("smooth_ap", &embeddings, labels)?;
-        // Masks over (query i, positive p, competitor j), row-major n × n × n.
-        let mut all = vec![0.0; n * n * n];
-        let mut pos_only = vec![0.0; n * n * n];
+        // n × n masks: competitors j ≠ i, positive pairs (i, p), and 1/|P_i| per query.
+        let mut others = vec![1.0; n * n];
         let mut pos_pair = vec![0.0; n * n];
         let mut per_query = vec![0.0; n];
         let mut queries = 0usize;
         for i in 0..n {
-            let positives: Vec<usize> = (0..n)
+            others[i * n + i] = 0.0;
+            let count = (0..n)
                 .filter(|&p| p != i && labels[p] == labels[i])
-                .collect();
-            if positives.is_empty() {
-                continue;
-            }
-            queries += 1;
-            per_query[i] = 1.0 / positives.len() as f64;
-            for &p in &positives {
-                pos_pair[i * n + p] = 1.0;
-                for j in 0..n {
-                    if j == i || j == p {
-                        continue;
-                    }
-                    all[(i * n + p) * n + j] = 1.0;
-                    if labels[j] == labels[i] {
-                        pos_only[(i * n + p) * n + j] = 1.0;
-                    }
-                }
+                .inspect(|&p| pos_pair[i * n + p] = 1.0)
+                .count();
+            if count > 0 {
+                queries += 1;
+                per_query[i] = 1.0 / count as f64;
             }
         }
         if queries == 0 {
@@ -112,19 +101,22 @@ impl ClassLoss for SmoothApLoss {
         let device = embeddings.device();
         let dtype = embeddings.dtype();
         let s = cosine_matrix(embeddings);
-        // diff[i, p, j] = S_ij − S_ip
+        // sig[i, p, j] = σ_τ(S_ij − S_ip), an n × n × n tensor.
         let diff = s.clone().unsqueeze_dim::<3>(1) - s.unsqueeze_dim::<3>(2);
         let sig = sigmoid(diff.div_scalar(self.temperature));
-        let all = constant(all, [n, n, n], &device, dtype);
-        let pos_only = constant(pos_only, [n, n, n], &device, dtype);
-        let rank_all = (sig.clone() * all)
+        let others = constant(others, [n, n], &device, dtype);
+        let pos_f = constant(pos_pair.clone(), [n, n], &device, dtype);
+        // Summing over all j ≠ i (resp. all positives j) includes j = p, whose term is exactly
+        // σ(0) = ½ with zero derivative (S_ip − S_ip ≡ 0) when p is a positive; "1 + Σ − ½" is
+        // therefore the rank with j = p excluded, and the masks stay n × n.
+        let rank_all = (sig.clone() * others.unsqueeze_dim::<3>(1))
             .sum_dim(2)
             .squeeze_dim::<2>(2)
-            .add_scalar(1.0);
-        let rank_pos = (sig * pos_only)
+            .add_scalar(0.5);
+        let rank_pos = (sig * pos_f.unsqueeze_dim::<3>(1))
             .sum_dim(2)
             .squeeze_dim::<2>(2)
-            .add_scalar(1.0);
+            .add_scalar(0.5);
         let ratio = rank_pos / rank_all * constant(pos_pair, [n, n], &device, dtype);
         let ap = ratio.sum_dim(1) * constant(per_query, [n, 1], &device, dtype);
         let mean_ap = ap.sum().div_scalar(queries as f64);

@@ -27,7 +27,7 @@ use super::baseline_util::{
     check_param, distance_matrix_normalized, host_batch, index_vector, validate_batch, zero_loss,
 };
 use super::{ClassLoss, LossError, LossOutput};
-use crate::miners::{AnyMiner, Miner, MinerConfig};
+use crate::miners::{AllTuples, AnyMiner, Miner, MinerConfig};
 
 /// Configuration of [`TripletLoss`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,9 +145,14 @@ impl ClassLoss for TripletLoss {
     }
 
     fn forward(&self, embeddings: Tensor<2>, labels: &[i64]) -> Result<LossOutput, LossError> {
-        validate_batch("triplet", &embeddings, labels)?;
-        let batch = host_batch("triplet", &embeddings)?;
-        let triplets = self.miner.mine(&batch, labels)?.to_triplets();
-        self.compute(embeddings, batch.n, &triplets)
+        let (n, _) = validate_batch("triplet", &embeddings, labels)?;
+        let triplets = if self.miner.is_all() {
+            // No embedding values needed: skip the device-to-host copy.
+            AllTuples::pairs(labels).to_triplets()
+        } else {
+            let batch = host_batch("triplet", &embeddings)?;
+            self.miner.mine(&batch, labels)?.to_triplets()
+        };
+        self.compute(embeddings, n, &triplets)
     }
 }

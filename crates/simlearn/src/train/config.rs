@@ -32,10 +32,11 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use simlearn_eval::EvalConfig;
+use simlearn_eval::{EvalConfig, LabelDistance};
 
 use super::optim::OptimConfig;
 use super::TrainError;
+use crate::losses::continuous::ContinuousLossConfig;
 use crate::losses::registry::LossConfig;
 use crate::models::HeadConfig;
 use crate::samplers::{BatchSampler, MPerClassOptions, MPerClassSampler, SamplerError};
@@ -58,14 +59,50 @@ pub struct TrainConfig {
     pub train: LoopConfig,
     /// Validation metrics.
     pub eval: EvalSection,
+    /// Continuous-label training (Kim et al. 2019); when present, `simlearn train` uses it
+    /// instead of `[loss]` and `[sampler]`.
+    pub continuous: Option<ContinuousSection>,
+}
+
+/// Continuous-label training: the loss, the label distance and the dense-triplet-mining
+/// sampler (`log-ratio-loss.md` §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContinuousSection {
+    /// `log_ratio` (default), `dense_triplet` or `binary_triplet`, with their parameters.
+    pub loss: ContinuousLossConfig,
+    /// Distance between label vectors (`{ kind = "circular", period = 360.0 }` for angles).
+    pub label_distance: LabelDistance,
+    /// Batch size B (reference: 150).
+    pub batch_size: usize,
+    /// Nearest label neighbours per dense batch (reference: 5).
+    pub k: usize,
+    /// Label neighbours that count as positives for `binary_triplet` (reference: 30).
+    pub positive_pool: usize,
+    /// Cap on batches (anchors) per epoch; the reference uses one batch per training item.
+    pub max_batches: Option<usize>,
+}
+
+impl Default for ContinuousSection {
+    fn default() -> Self {
+        Self {
+            loss: ContinuousLossConfig::default(),
+            label_distance: LabelDistance::Euclidean,
+            batch_size: 150,
+            k: 5,
+            positive_pool: 30,
+            max_batches: None,
+        }
+    }
 }
 
 /// Data source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// `"features"` (files below) or `"digits"` (the embedded scikit-learn digits, split
-    /// class-disjointly 0–4 / 5–9).
+    /// `"features"` (files below), `"digits"` (the embedded scikit-learn digits, split
+    /// class-disjointly 0–4 / 5–9) or `"rotated_digits"` (digits rotated by random angles,
+    /// label = angle; alternate halves train and test).
     pub source: String,
     /// Training features (`.npy`, `.safetensors`, `.csv`), `n × d`.
     pub features: Option<PathBuf>,
@@ -76,7 +113,8 @@ pub struct DataConfig {
     pub val_features: Option<PathBuf>,
     /// Validation labels.
     pub val_labels: Option<PathBuf>,
-    /// Split the training file class-disjointly when no validation files are given.
+    /// Split the training file when no validation files are given: class-disjointly for class
+    /// labels, alternate items for continuous labels.
     pub split_train: bool,
 }
 

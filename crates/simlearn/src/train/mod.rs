@@ -24,11 +24,14 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use simlearn_eval::{ClassReport, EvalConfig, Matrix};
+use simlearn_eval::{ClassReport, ContinuousConfig, ContinuousReport, EvalConfig, Matrix};
 
 use crate::data::FeatureDataset;
-use crate::losses::ClassLoss;
+use crate::losses::continuous::{AnyContinuousLoss, ContinuousLossConfig};
+use crate::losses::registry::AnyClassLoss;
+use crate::losses::{ClassLoss, ContinuousLoss, LossError, LossOutput};
 use crate::models::EmbeddingHead;
+use crate::samplers::{BatchSampler, BinaryTripletSampler, DenseBatch, DenseTripletSampler};
 use checkpoint::{load_module, load_safetensors, module_tensors, save_safetensors, write_atomic};
 pub use config::TrainConfig;
 use optim::Adam;
@@ -189,6 +192,160 @@ struct ResumeState {
     history: Vec<EpochRecord>,
 }
 
+/// One batch: dataset rows and what the loss needs to know about them.
+pub struct Batch {
+    /// Dataset indices of the batch members.
+    pub indices: Vec<usize>,
+    /// Class labels (contiguous ids) or the `B × B` label-distance matrix.
+    pub target: BatchTarget,
+}
+
+/// What a loss is given besides the embeddings.
+pub enum BatchTarget {
+    /// Class ids of the members.
+    Class(Vec<i64>),
+    /// Row-major `B × B` label distances between members (row 0 is the anchor).
+    Distances(Vec<f32>),
+}
+
+/// The parts of a training run that depend on the kind of labels: batches, the loss and its
+/// parameters, and validation.
+trait Task {
+    fn batches(&mut self, epoch: u64) -> Vec<Batch>;
+    fn forward(&self, embeddings: Tensor<2>, batch: &Batch) -> Result<LossOutput, LossError>;
+    /// The loss's trainable parameters (proxies), if any.
+    fn loss_module(&mut self) -> Option<&mut AnyClassLoss>;
+    fn validate(
+        &self,
+        head: &EmbeddingHead,
+        device: &Device,
+    ) -> Result<Option<BTreeMap<String, f64>>, TrainError>;
+}
+
+struct ClassTask<'a> {
+    sampler: Box<dyn BatchSampler>,
+    labels: Vec<i64>,
+    loss: AnyClassLoss,
+    val: Option<&'a FeatureDataset>,
+    eval: EvalConfig,
+}
+
+impl Task for ClassTask<'_> {
+    fn batches(&mut self, epoch: u64) -> Vec<Batch> {
+        self.sampler
+            .epoch(epoch)
+            .into_iter()
+            .map(|indices| {
+                let y = indices.iter().map(|&i| self.labels[i]).collect();
+                Batch {
+                    indices,
+                    target: BatchTarget::Class(y),
+                }
+            })
+            .collect()
+    }
+
+    fn forward(&self, embeddings: Tensor<2>, batch: &Batch) -> Result<LossOutput, LossError> {
+        match &batch.target {
+            BatchTarget::Class(y) => self.loss.forward(embeddings, y),
+            BatchTarget::Distances(_) => unreachable!("class batches carry class ids"),
+        }
+    }
+
+    fn loss_module(&mut self) -> Option<&mut AnyClassLoss> {
+        self.loss.has_parameters().then_some(&mut self.loss)
+    }
+
+    fn validate(
+        &self,
+        head: &EmbeddingHead,
+        device: &Device,
+    ) -> Result<Option<BTreeMap<String, f64>>, TrainError> {
+        let Some(val) = self.val else { return Ok(None) };
+        let report = evaluate(head, val, &self.eval, device)?;
+        Ok(Some(
+            report
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.value))
+                .collect(),
+        ))
+    }
+}
+
+struct ContinuousTask<'a> {
+    sampler: ContinuousSampler,
+    loss: AnyContinuousLoss,
+    val: Option<&'a FeatureDataset>,
+    eval: ContinuousConfig,
+}
+
+enum ContinuousSampler {
+    Dense(DenseTripletSampler),
+    Binary(BinaryTripletSampler),
+}
+
+impl Task for ContinuousTask<'_> {
+    fn batches(&mut self, epoch: u64) -> Vec<Batch> {
+        let to_batch = |b: DenseBatch| Batch {
+            indices: b.indices,
+            target: BatchTarget::Distances(b.label_dist),
+        };
+        match &mut self.sampler {
+            ContinuousSampler::Dense(s) => s.dense_epoch_iter(epoch).map(to_batch).collect(),
+            ContinuousSampler::Binary(s) => s
+                .binary_epoch_iter(epoch)
+                .map(|b| to_batch(b.batch))
+                .collect(),
+        }
+    }
+
+    fn forward(&self, embeddings: Tensor<2>, batch: &Batch) -> Result<LossOutput, LossError> {
+        match &batch.target {
+            BatchTarget::Distances(d) => self.loss.forward(embeddings, d),
+            BatchTarget::Class(_) => unreachable!("continuous batches carry label distances"),
+        }
+    }
+
+    fn loss_module(&mut self) -> Option<&mut AnyClassLoss> {
+        None
+    }
+
+    fn validate(
+        &self,
+        head: &EmbeddingHead,
+        device: &Device,
+    ) -> Result<Option<BTreeMap<String, f64>>, TrainError> {
+        let Some(val) = self.val else { return Ok(None) };
+        let report = evaluate_continuous_labels(head, val, &self.eval, device)?;
+        Ok(Some(
+            report
+                .metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.value))
+                .collect(),
+        ))
+    }
+}
+
+/// Evaluates `head` on a continuous-label set, leave-one-out: nDCG@K and mean label distance@K.
+pub fn evaluate_continuous_labels(
+    head: &EmbeddingHead,
+    data: &FeatureDataset,
+    cfg: &ContinuousConfig,
+    device: &Device,
+) -> Result<ContinuousReport, TrainError> {
+    let crate::data::Labels::Continuous(labels) = &data.labels else {
+        return Err(TrainError::Config(
+            "validation data needs continuous labels".into(),
+        ));
+    };
+    let emb = embed(head, &data.features, device);
+    Ok(simlearn_eval::evaluate_continuous(
+        &emb, labels, None, cfg, None,
+    )?)
+}
+
 /// Trains an embedding head with a class-label loss on `train`, validating on `val` every
 /// `eval_every` epochs. With `out_dir`, writes the run folder described in the module docs and
 /// resumes from it when `resume` is set and a `state.json` exists.
@@ -202,7 +359,6 @@ pub fn train_class(
 ) -> Result<TrainOutcome, TrainError> {
     let cfg = cfg.resolved(train.dim())?;
     let device = Device::flex().autodiff();
-    device.seed(cfg.train.seed);
     let labels = train.class_labels()?;
     // Proxy losses index proxies by class: map labels to 0..C−1 in sorted order.
     let mut classes: Vec<i64> = labels.to_vec();
@@ -214,18 +370,97 @@ pub fn train_class(
         .map(|(i, &c)| (c, i as i64))
         .collect();
     let dense_labels: Vec<i64> = labels.iter().map(|l| class_id[l]).collect();
+    device.seed(cfg.train.seed);
+    let mut task = ClassTask {
+        sampler: cfg.sampler.build(&dense_labels, cfg.train.seed)?,
+        loss: cfg
+            .loss
+            .init(classes.len(), cfg.model.output_dim, &device)?,
+        labels: dense_labels,
+        val,
+        eval: cfg.eval_config(),
+    };
+    let lr_mult = cfg.loss.proxy_lr_multiplier().unwrap_or(1.0);
+    run(
+        &cfg, train, &mut task, lr_mult, &device, out_dir, resume, observer,
+    )
+}
 
-    let mut sampler = cfg.sampler.build(&dense_labels, cfg.train.seed)?;
+/// Trains an embedding head with a continuous-label loss (`[continuous]` section: log-ratio,
+/// dense triplet or binary triplet) on dense-triplet-mining batches, validating with nDCG@K and
+/// mean label distance@K (leave-one-out on `val`).
+pub fn train_continuous(
+    cfg: &TrainConfig,
+    train: &FeatureDataset,
+    val: Option<&FeatureDataset>,
+    out_dir: Option<&Path>,
+    resume: bool,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome, TrainError> {
+    let cfg = cfg.resolved(train.dim())?;
+    let c = cfg.continuous.clone().unwrap_or_default();
+    let crate::data::Labels::Continuous(labels) = &train.labels else {
+        return Err(TrainError::Config(
+            "[continuous] training needs continuous labels".into(),
+        ));
+    };
+    let device = Device::flex().autodiff();
+    device.seed(cfg.train.seed);
+    let seed = cfg.train.seed;
+    let sampler = match &c.loss {
+        ContinuousLossConfig::BinaryTriplet(b) => {
+            let s = BinaryTripletSampler::new(
+                labels,
+                c.label_distance,
+                c.batch_size,
+                b.positives,
+                c.positive_pool,
+                seed,
+            )?;
+            ContinuousSampler::Binary(match c.max_batches {
+                Some(m) => s.with_max_batches(m)?,
+                None => s,
+            })
+        }
+        _ => {
+            let s = DenseTripletSampler::new(labels, c.label_distance, c.batch_size, c.k, seed)?;
+            ContinuousSampler::Dense(match c.max_batches {
+                Some(m) => s.with_max_batches(m)?,
+                None => s,
+            })
+        }
+    };
+    let mut task = ContinuousTask {
+        sampler,
+        loss: c.loss.init()?,
+        val,
+        eval: ContinuousConfig {
+            label_distance: c.label_distance,
+            ..ContinuousConfig::default()
+        },
+    };
+    run(
+        &cfg, train, &mut task, 1.0, &device, out_dir, resume, observer,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    cfg: &TrainConfig,
+    train: &FeatureDataset,
+    task: &mut dyn Task,
+    loss_lr_mult: f64,
+    device: &Device,
+    out_dir: Option<&Path>,
+    resume: bool,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome, TrainError> {
     let mut head = cfg
         .model
-        .init(cfg.train.seed, &device)
+        .init(cfg.train.seed, device)
         .map_err(TrainError::Config)?;
-    let mut loss = cfg
-        .loss
-        .init(classes.len(), cfg.model.output_dim, &device)?;
     let mut head_opt = Adam::new(cfg.optim.clone());
     let mut loss_opt = Adam::new(cfg.optim.clone());
-
     let files = out_dir.map(|d| RunFiles {
         dir: d.to_path_buf(),
     });
@@ -248,16 +483,16 @@ pub fn train_class(
                 .map_err(|e| TrainError::Io(format!("{}: {e}", state_path.display())))?;
             let (tensors, _) = load_safetensors(&f.dir.join("last.safetensors"))?;
             head = load_module(head, &tensors, "head.")?;
-            if loss.has_parameters() {
-                loss = load_module(loss, &tensors, "loss.")?;
+            if let Some(loss) = task.loss_module() {
+                *loss = load_module(loss.clone(), &tensors, "loss.")?;
             }
-            head_opt.load_state(&tensors, &state.optimizer_steps, "optim.head.", &device)?;
-            loss_opt.load_state(&tensors, &state.optimizer_steps, "optim.loss.", &device)?;
+            head_opt.load_state(&tensors, &state.optimizer_steps, "optim.head.", device)?;
+            loss_opt.load_state(&tensors, &state.optimizer_steps, "optim.loss.", device)?;
         } else {
             // A fresh run starts a fresh log.
             let _ = std::fs::remove_file(f.dir.join("metrics.jsonl"));
         }
-        let text = toml::to_string_pretty(&cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+        let text = toml::to_string_pretty(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
         write_atomic(&f.dir.join("config.toml"), text.as_bytes())?;
     }
 
@@ -265,23 +500,25 @@ pub fn train_class(
     let mut best_head: Option<EmbeddingHead> = None;
     for epoch in state.next_epoch..cfg.train.epochs {
         let lr = cfg.optim.lr_at_epoch(epoch);
-        let batches = sampler.epoch(epoch as u64);
+        let batches = task.batches(epoch as u64);
         observer.epoch_start(epoch, batches.len());
         let started = Instant::now();
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
         let mut total_sum = 0.0;
-        for (b, idx) in batches.iter().enumerate() {
+        for (b, batch) in batches.iter().enumerate() {
+            let idx = &batch.indices;
             let mut x = Vec::with_capacity(idx.len() * d_in);
             for &i in idx {
                 x.extend_from_slice(train.features.row(i));
             }
-            let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), d_in]), &device);
-            let y: Vec<i64> = idx.iter().map(|&i| dense_labels[i]).collect();
-            let out = loss.forward(head.forward(x), &y).map_err(|e| TrainError::Diverged {
-                epoch,
-                step: state.steps,
-                cause: e.to_string(),
-            })?;
+            let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), d_in]), device);
+            let out = task
+                .forward(head.forward(x), batch)
+                .map_err(|e| TrainError::Diverged {
+                    epoch,
+                    step: state.steps,
+                    cause: e.to_string(),
+                })?;
             let mut terms: Vec<(&str, f64)> = vec![("total", scalar(&out.total))];
             terms.extend(out.terms.iter().map(|(n, t)| (*n, scalar(t))));
             if terms.iter().any(|(_, v)| !v.is_finite()) {
@@ -302,13 +539,9 @@ pub fn train_class(
             let mut grads = out.total.backward();
             let mut head_grads = GradientsParams::from_module(&mut grads, &head);
             head = head_opt.step(head, &mut head_grads, lr);
-            if loss.has_parameters() {
-                let mut loss_grads = GradientsParams::from_module(&mut grads, &loss);
-                loss = loss_opt.step(
-                    loss,
-                    &mut loss_grads,
-                    lr * cfg.loss.proxy_lr_multiplier().unwrap_or(1.0),
-                );
+            if let Some(loss) = task.loss_module() {
+                let mut loss_grads = GradientsParams::from_module(&mut grads, &*loss);
+                *loss = loss_opt.step(loss.clone(), &mut loss_grads, lr * loss_lr_mult);
             }
             state.steps += 1;
             observer.step(epoch, b, &terms);
@@ -324,22 +557,16 @@ pub fn train_class(
             validation: None,
         };
         let last_epoch = epoch + 1 == cfg.train.epochs;
-        if let Some(val) = val {
-            if cfg.train.eval_every > 0 && ((epoch + 1) % cfg.train.eval_every == 0 || last_epoch) {
-                let report = evaluate(&head, val, &cfg.eval_config(), &device)?;
-                let metrics: BTreeMap<String, f64> = report
-                    .metrics
-                    .iter()
-                    .map(|m| (m.name.clone(), m.value))
-                    .collect();
-                let value = report.get(&cfg.train.select_metric).ok_or_else(|| {
+        if cfg.train.eval_every > 0 && ((epoch + 1) % cfg.train.eval_every == 0 || last_epoch) {
+            if let Some(metrics) = task.validate(&head, device)? {
+                let value = *metrics.get(&cfg.train.select_metric).ok_or_else(|| {
                     TrainError::Config(format!(
                         "train.select_metric: \"{}\" is not among the evaluated metrics ({})",
                         cfg.train.select_metric,
                         metrics.keys().cloned().collect::<Vec<_>>().join(", ")
                     ))
                 })?;
-                if state.best_value.is_none_or(|b| value > b) {
+                if select_better(&cfg.train.select_metric, value, state.best_value) {
                     state.best_value = Some(value);
                     state.best_epoch = Some(epoch);
                     best_head = Some(head.clone());
@@ -361,8 +588,8 @@ pub fn train_class(
         state.next_epoch = epoch + 1;
         if let Some(f) = &files {
             let mut tensors = module_tensors(&head, "head.");
-            if loss.has_parameters() {
-                tensors.extend(module_tensors(&loss, "loss."));
+            if let Some(loss) = task.loss_module() {
+                tensors.extend(module_tensors(&*loss, "loss."));
             }
             let (ht, hs) = head_opt.state_tensors("optim.head.");
             let (lt, ls) = loss_opt.state_tensors("optim.loss.");
@@ -392,6 +619,16 @@ pub fn train_class(
         best_epoch: state.best_epoch,
         best_value: state.best_value,
     })
+}
+
+/// Metrics where smaller is better (mean label distance) select the minimum.
+fn select_better(metric: &str, value: f64, best: Option<f64>) -> bool {
+    let lower_is_better = metric.starts_with("mean_label_distance");
+    match best {
+        None => true,
+        Some(b) if lower_is_better => value < b,
+        Some(b) => value > b,
+    }
 }
 
 fn scalar(t: &Tensor<1>) -> f64 {
