@@ -503,9 +503,9 @@ fn run(
                     qn: &q.sq32,
                     gn: &g.sq32,
                 };
-                scan_dispatch(out, q, g, &rows, &cols, k, sim, mode, &mut si, sj, approx)
+                scan(out, q, g, &rows, &cols, k, sim, mode, &mut si, sj, approx)
             }
-            _ => scan_dispatch(out, q, g, &rows, &cols, k, sim, mode, &mut si, sj, RawScore),
+            _ => scan(out, q, g, &rows, &cols, k, sim, mode, &mut si, sj, RawScore),
         }
         drop(sj_guard);
         drop(si);
@@ -637,57 +637,11 @@ impl ApproxScore for SqScore<'_> {
     }
 }
 
-/// Runs [`scan`] compiled for AVX2 when the CPU has it (the crate itself targets baseline
-/// x86-64): the threshold pre-check then tests 8 scores per instruction instead of 4. Only the
-/// f32 filter changes width; the exact f64 scores are computed by the same scalar-order code.
-#[allow(clippy::too_many_arguments)]
-fn scan_dispatch<S: ApproxScore>(
-    tile: &[f32],
-    q: &Side<'_>,
-    g: &Side<'_>,
-    rows: &std::ops::Range<usize>,
-    cols: &std::ops::Range<usize>,
-    k: usize,
-    sim: Similarity,
-    mode: Mode,
-    si: &mut BlockState,
-    sj: Option<&mut BlockState>,
-    approx: S,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { scan_avx2(tile, q, g, rows, cols, k, sim, mode, si, sj, approx) };
-        return;
-    }
-    scan(tile, q, g, rows, cols, k, sim, mode, si, sj, approx)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn scan_avx2<S: ApproxScore>(
-    tile: &[f32],
-    q: &Side<'_>,
-    g: &Side<'_>,
-    rows: &std::ops::Range<usize>,
-    cols: &std::ops::Range<usize>,
-    k: usize,
-    sim: Similarity,
-    mode: Mode,
-    si: &mut BlockState,
-    sj: Option<&mut BlockState>,
-    approx: S,
-) {
-    scan(tile, q, g, rows, cols, k, sim, mode, si, sj, approx)
-}
-
 /// Feeds one score tile to the top-k of its rows and, for symmetric leave-one-out tiles, of its
 /// columns. A candidate is re-scored exactly only when its GEMM score is not below the query's
 /// filter threshold. GEMM scores cannot be NaN: inputs are finite and `check_range` rules out
 /// overflow.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
 fn scan<S: ApproxScore>(
     tile: &[f32],
     q: &Side<'_>,
@@ -786,7 +740,7 @@ fn scan<S: ApproxScore>(
     }
 }
 
-/// Scores tested together before the scalar top-k path (one or two AVX2 registers' worth).
+/// Scores flagged together before the scalar top-k path (fits the u32 hit mask).
 const SCAN_W: usize = 16;
 
 #[inline]
