@@ -190,7 +190,7 @@ impl FeatureDataset {
         let (mut left, mut right) = (Vec::new(), Vec::new());
         for (i, l) in labels.iter().enumerate() {
             let c = seen.entry(*l).or_default();
-            if *c % 2 == 0 {
+            if c.is_multiple_of(2) {
                 left.push(i)
             } else {
                 right.push(i)

@@ -67,11 +67,12 @@ pub fn save_safetensors(
     write_atomic(path, &bytes)
 }
 
+/// Tensors by name, and the string metadata of a safetensors file.
+pub type TensorFile = (HashMap<String, NamedTensor>, HashMap<String, String>);
+
 /// Reads every tensor of a safetensors file as `f32` (f32, f64, f16 and bf16 are accepted),
 /// with the file's metadata.
-pub fn load_safetensors(
-    path: &Path,
-) -> Result<(HashMap<String, NamedTensor>, HashMap<String, String>), TrainError> {
+pub fn load_safetensors(path: &Path) -> Result<TensorFile, TrainError> {
     let err = |m: String| TrainError::Io(format!("{}: {m}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
