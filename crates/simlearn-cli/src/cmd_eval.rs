@@ -12,8 +12,8 @@ use simlearn_eval::io::{
     read_class_labels, read_class_labels_joint, read_embeddings, read_float_matrix,
 };
 use simlearn_eval::{
-    compare_classes, evaluate_classes, evaluate_continuous, BootstrapConfig, ContinuousConfig,
-    EvalConfig, LabelDistance, Matrix, MetricValue, Similarity,
+    compare_classes, compare_continuous, evaluate_classes, evaluate_continuous, BootstrapConfig,
+    ContinuousConfig, EvalConfig, LabelDistance, Matrix, MetricValue, Similarity,
 };
 use std::path::{Path, PathBuf};
 
@@ -148,9 +148,6 @@ pub fn run(args: Args) -> Result<()> {
     });
 
     if args.continuous_labels {
-        if args.compare.is_some() {
-            bail!("--compare supports class labels only, not --continuous-labels");
-        }
         if args.per_class {
             bail!("--per-class needs class labels, not --continuous-labels");
         }
@@ -183,6 +180,23 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(ks) = &args.k {
             cfg.ndcg_ks = ks.clone();
             cfg.distance_ks = ks.clone();
+        }
+        if let Some(other) = &args.compare {
+            let (b, qb) = load_compare_sets(&args, other, &gallery, queries.as_ref(), tensor)?;
+            let cmp = match (&queries, &query_labels, &qb) {
+                (Some(qa), Some(ql), Some(qb)) => {
+                    compare_continuous(qa, qb, ql, Some((&gallery, &b, &labels)), &cfg)
+                }
+                _ => compare_continuous(&gallery, &b, &labels, None, &cfg),
+            }?;
+            bar.finish_and_clear();
+            warn(&cmp.warnings);
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&cmp)?);
+            } else {
+                print!("{}", cmp.to_table());
+            }
+            return Ok(());
         }
         let mut report = match (&queries, &query_labels) {
             (Some(q), Some(ql)) => {
@@ -253,37 +267,10 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     if let Some(other) = &args.compare {
-        let b = load_embeddings(other, tensor)?;
-        if b.rows() != gallery.rows() {
-            bail!(
-                "{} has {} rows but {} has {}: --compare needs embeddings of the same items",
-                other.display(),
-                b.rows(),
-                args.embeddings.display(),
-                gallery.rows()
-            );
-        }
-        let mut cmp = match (&queries, &query_labels, &args.compare_query_embeddings) {
-            (Some(qa), Some(ql), Some(qb_path)) => {
-                let qb = load_embeddings(qb_path, tensor)?;
-                if qb.rows() != qa.rows() {
-                    bail!(
-                        "{} has {} rows but the queries have {}",
-                        qb_path.display(),
-                        qb.rows(),
-                        qa.rows()
-                    );
-                }
-                if qb.cols() != b.cols() {
-                    bail!(
-                        "dimension mismatch: {} has dimension {}, {} has dimension {}",
-                        qb_path.display(),
-                        qb.cols(),
-                        other.display(),
-                        b.cols()
-                    );
-                }
-                compare_classes(qa, &qb, ql, Some((&gallery, &b, &labels)), &cfg)
+        let (b, qb) = load_compare_sets(&args, other, &gallery, queries.as_ref(), tensor)?;
+        let mut cmp = match (&queries, &query_labels, &qb) {
+            (Some(qa), Some(ql), Some(qb)) => {
+                compare_classes(qa, qb, ql, Some((&gallery, &b, &labels)), &cfg)
             }
             _ => compare_classes(&gallery, &b, &labels, None, &cfg),
         }?;
@@ -458,4 +445,50 @@ fn progress_bar(n_queries: usize, n_scores: u128) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// Loads the second model's embeddings for `--compare` (and its queries, with separate query
+/// sets), checking that they describe the same items as the first model's.
+fn load_compare_sets(
+    args: &Args,
+    other: &Path,
+    gallery: &Matrix,
+    queries: Option<&Matrix>,
+    tensor: Option<&str>,
+) -> Result<(Matrix, Option<Matrix>)> {
+    let b = load_embeddings(other, tensor)?;
+    if b.rows() != gallery.rows() {
+        bail!(
+            "{} has {} rows but {} has {}: --compare needs embeddings of the same items",
+            other.display(),
+            b.rows(),
+            args.embeddings.display(),
+            gallery.rows()
+        );
+    }
+    let qb = match (queries, &args.compare_query_embeddings) {
+        (Some(qa), Some(qb_path)) => {
+            let qb = load_embeddings(qb_path, tensor)?;
+            if qb.rows() != qa.rows() {
+                bail!(
+                    "{} has {} rows but the queries have {}",
+                    qb_path.display(),
+                    qb.rows(),
+                    qa.rows()
+                );
+            }
+            if qb.cols() != b.cols() {
+                bail!(
+                    "dimension mismatch: {} has dimension {}, {} has dimension {}",
+                    qb_path.display(),
+                    qb.cols(),
+                    other.display(),
+                    b.cols()
+                );
+            }
+            Some(qb)
+        }
+        _ => None,
+    };
+    Ok((b, qb))
 }

@@ -210,6 +210,39 @@ fn continuous_labels_hand_computed() {
 }
 
 #[test]
+fn paired_comparison_with_continuous_labels() {
+    let d = dir("cmp-cont");
+    // A orders items as their labels do; B reverses the middle pair.
+    let y = npy(&d, "y.npy", 4, 1, &[0.0, 1.0, 2.0, 3.0]);
+    let a = npy(&d, "a.npy", 4, 1, &[0.0, 1.0, 2.0, 3.0]);
+    let b = npy(&d, "b.npy", 4, 1, &[0.0, 2.0, 1.0, 3.0]);
+    let v = json_ok(&eval(&[
+        &"--embeddings",
+        &a,
+        &"--labels",
+        &y,
+        &"--continuous-labels",
+        &"--compare",
+        &b,
+        &"--k",
+        &"1",
+        &"--json",
+    ]));
+    let md = v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "mean_label_distance_at_1")
+        .unwrap();
+    // A: every nearest neighbour is 1 label unit away (ties go to the lower index).
+    // B (positions 0, 2, 1, 3): query 0 → item 2 (label distance 2); query 1 → items 2 and 3
+    // tie, item 2 (1); query 2 → items 0 and 1 tie, item 0 (2); query 3 → item 1 (2).
+    assert_eq!(md["a"].as_f64().unwrap(), 1.0);
+    assert_eq!(md["b"].as_f64().unwrap(), 7.0 / 4.0);
+    assert_eq!(md["diff"].as_f64().unwrap(), 1.0 - 7.0 / 4.0);
+}
+
+#[test]
 fn paired_comparison() {
     let d = dir("cmp");
     let good = npy(&d, "a.npy", 4, 1, &[0.0, 0.1, 5.0, 5.1]);

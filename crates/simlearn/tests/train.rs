@@ -178,6 +178,16 @@ fn config_errors_name_the_key() {
     let err = train_class(&cfg, &train, None, None, false, &mut Silent).unwrap_err();
     assert!(err.to_string().contains("batch_size"), "{err}");
     let mut cfg = config("contextual", 1);
+    cfg.loss = TrainConfig::from_toml("[loss]\nname = \"contextual\"\nk = 500\n")
+        .unwrap()
+        .loss;
+    let err = train_class(&cfg, &train, None, None, false, &mut Silent).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("fewer than the contextual loss's k = 500"),
+        "{err}"
+    );
+    let mut cfg = config("contextual", 1);
     cfg.model.input_dim = 10;
     let err = train_class(&cfg, &train, None, None, false, &mut Silent).unwrap_err();
     assert!(err.to_string().contains("model.input_dim"), "{err}");

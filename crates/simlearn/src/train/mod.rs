@@ -370,6 +370,19 @@ pub fn train_class(
         .map(|(i, &c)| (c, i as i64))
         .collect();
     let dense_labels: Vec<i64> = labels.iter().map(|l| class_id[l]).collect();
+    if let crate::losses::registry::LossConfig::Contextual(c) = &cfg.loss {
+        // The contextual neighbourhood counts k points of the batch, the point itself
+        // included; a class with fewer images can never fill it with true neighbours.
+        let mut counts = vec![0usize; classes.len()];
+        dense_labels.iter().for_each(|&l| counts[l as usize] += 1);
+        if let Some((i, &n)) = counts.iter().enumerate().find(|(_, &n)| n < c.k) {
+            return Err(TrainError::Config(format!(
+                "class {} has {n} training samples, fewer than the contextual loss's k = {} (loss.k); \
+                 lower loss.k or drop the class",
+                classes[i], c.k
+            )));
+        }
+    }
     device.seed(cfg.train.seed);
     let mut task = ClassTask {
         sampler: cfg.sampler.build(&dense_labels, cfg.train.seed)?,
