@@ -18,7 +18,8 @@
 //! tile order or thread count.
 //!
 //! **Scores** ("larger = closer"):
-//! * Cosine ([`Similarity::Cosine`]) — `q·g / (‖q‖‖g‖)`; a zero row has cosine 0 with everything.
+//! * Cosine ([`Similarity::Cosine`]) — `q·g / (‖q‖‖g‖)`; a zero row has cosine 0 with everything; a
+//!   norm within 1e-6 of 1 counts as 1 (input already normalised in f32, see `cosine_norm`).
 //! * Dot ([`Similarity::Dot`]) — `q·g`.
 //! * SqEuclidean ([`Similarity::SqEuclidean`]) — `−‖q − g‖²`, computed exactly as `−Σ(q_t − g_t)²` (the GEMM
 //!   filter uses `‖q‖² + ‖g‖² − 2q·g`).
@@ -233,7 +234,7 @@ pub fn exact_score(similarity: Similarity, a: &[f32], b: &[f32]) -> f64 {
     match similarity {
         Similarity::Dot => dot_f64(a, b),
         Similarity::Cosine => {
-            let den = dot_f64(a, a).sqrt() * dot_f64(b, b).sqrt();
+            let den = cosine_norm(dot_f64(a, a).sqrt()) * cosine_norm(dot_f64(b, b).sqrt());
             if den > 0.0 {
                 dot_f64(a, b) / den
             } else {
@@ -241,6 +242,18 @@ pub fn exact_score(similarity: Similarity, a: &[f32], b: &[f32]) -> f64 {
             }
         }
         Similarity::SqEuclidean => -sqdist_f64(a, b),
+    }
+}
+
+/// The norm a cosine divides by: rows already unit-length to f32 precision (|‖x‖ − 1| ≤ 1e-6,
+/// what normalising in f32 leaves behind) count as exactly 1. Dividing them by their f64 norm
+/// would only reorder near-ties at the 1e-7 level, and this way pre-normalised embeddings rank
+/// exactly as by their dot product, as PML's and faiss's L2/inner-product searches rank them.
+fn cosine_norm(n: f64) -> f64 {
+    if (n - 1.0).abs() <= 1e-6 {
+        1.0
+    } else {
+        n
     }
 }
 
@@ -310,7 +323,14 @@ impl<'a> Side<'a> {
     fn new(m: &'a Matrix, sim: Similarity) -> Self {
         let norms: Vec<f64> = (0..m.rows())
             .into_par_iter()
-            .map(|i| dot_f64(m.row(i), m.row(i)).sqrt())
+            .map(|i| {
+                let n = dot_f64(m.row(i), m.row(i)).sqrt();
+                if sim == Similarity::Cosine {
+                    cosine_norm(n)
+                } else {
+                    n
+                }
+            })
             .collect();
         let sq32 = if sim == Similarity::SqEuclidean {
             norms.iter().map(|n| (n * n) as f32).collect()
@@ -782,6 +802,31 @@ fn sqdist_f64(a: &[f32], b: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_of_rows_normalised_in_f32_is_their_exact_dot_product() {
+        // Rows normalised in f32 have norms 1 ± ~1e-7; they rank by q·g exactly, as in PML.
+        let mut m = Matrix::new(
+            3,
+            4,
+            vec![0.3, 0.1, 0.7, 0.2, 0.5, 0.5, 0.1, 0.9, 0.2, 0.8, 0.3, 0.1],
+        )
+        .unwrap();
+        m.l2_normalize_rows();
+        for i in 0..3 {
+            for j in 0..3 {
+                let (a, b) = (m.row(i), m.row(j));
+                assert_eq!(
+                    exact_score(Similarity::Cosine, a, b),
+                    exact_score(Similarity::Dot, a, b)
+                );
+            }
+        }
+        // Rows that are not unit-length are divided by their norms.
+        let (a, b) = ([3.0f32, 0.0], [1.0f32, 1.0]);
+        let c = exact_score(Similarity::Cosine, &a, &b);
+        assert!((c - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-15, "{c}");
+    }
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
