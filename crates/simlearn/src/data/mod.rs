@@ -3,6 +3,9 @@
 //!
 //! Everything here is framework-free; the trainer turns rows into burn tensors per batch.
 
+pub mod augment;
+pub mod images;
+
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;

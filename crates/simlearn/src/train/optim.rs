@@ -43,8 +43,6 @@ pub struct OptimConfig {
     pub eps: f64,
     /// Weight decay (coupled for Adam, decoupled for AdamW).
     pub weight_decay: f64,
-    /// Learning-rate multiplier of backbone parameters (paper P256: 0.5).
-    pub backbone_lr_mult: f64,
     /// Epochs after which the learning rate is multiplied by `gamma` (MultiStepLR).
     pub milestones: Vec<usize>,
     /// Factor applied at each milestone (paper: 0.3).
@@ -60,7 +58,6 @@ impl Default for OptimConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 1e-4,
-            backbone_lr_mult: 0.5,
             milestones: Vec::new(),
             gamma: 0.3,
         }
