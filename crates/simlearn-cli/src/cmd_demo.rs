@@ -9,6 +9,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use simlearn::data::{digits, rotated_digits};
+use simlearn::report::{render, ReportOptions, ReportRun};
 use simlearn::train::{
     embed, evaluate_continuous_labels, train_class, train_continuous, TrainConfig,
 };
@@ -81,6 +82,7 @@ fn run_continuous(args: &Args) -> Result<()> {
     let device = burn::prelude::Device::flex();
     let mut rows = Vec::new();
     let mut header = None;
+    let mut report_test = None;
     for (name, text) in CONTINUOUS_CONFIGS {
         let mut cfg = TrainConfig::from_toml(text)?;
         if let Some(e) = args.epochs {
@@ -104,6 +106,7 @@ fn run_continuous(args: &Args) -> Result<()> {
                 seconds: 0.0,
             });
             header = Some((train.len(), test.len()));
+            report_test = Some(test.clone());
         }
         let resolved = cfg.resolved(train.dim())?;
         let untrained = resolved
@@ -161,6 +164,13 @@ fn run_continuous(args: &Args) -> Result<()> {
         "\n(before→after: the untrained head, then the trained one)\nrun folders: {}",
         args.out.display()
     );
+    if let Some(test) = &report_test {
+        let names = CONTINUOUS_CONFIGS.iter().map(|(n, _)| *n);
+        println!(
+            "report: {}",
+            write_report(&args.out, names, test, &device)?.display()
+        );
+    }
     Ok(())
 }
 
@@ -295,5 +305,29 @@ pub fn run(args: Args) -> Result<()> {
         "\n(before→after: the untrained head, then the trained one)\nrun folders: {}",
         args.out.display()
     );
+    let names = CONFIGS.iter().map(|(n, _)| *n);
+    println!(
+        "report: {}",
+        write_report(&args.out, names, &unseen, &device)?.display()
+    );
     Ok(())
+}
+
+/// Renders the HTML report of the demo's runs, evaluated on `test`, into `<out>/report/`.
+fn write_report<'a>(
+    out: &std::path::Path,
+    names: impl Iterator<Item = &'a str>,
+    test: &simlearn::data::FeatureDataset,
+    device: &burn::prelude::Device,
+) -> Result<std::path::PathBuf> {
+    let runs = names
+        .map(|n| ReportRun::load(&out.join(n), test.clone(), device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let files = render(
+        &runs,
+        &out.join("report"),
+        &ReportOptions::default(),
+        device,
+    )?;
+    Ok(files.index)
 }

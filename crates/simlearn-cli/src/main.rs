@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod cmd_demo;
 mod cmd_eval;
 mod cmd_loss;
+mod cmd_report;
 mod cmd_train;
 mod progress;
 
@@ -26,6 +27,8 @@ enum Command {
     Train(cmd_train::Args),
     /// Compute a loss, its terms and its gradient on given embeddings.
     Loss(cmd_loss::Args),
+    /// Write an HTML report (figures, results with intervals) of trained run folders.
+    Report(cmd_report::Args),
 }
 
 fn main() {
@@ -35,6 +38,7 @@ fn main() {
         Command::Eval(args) => cmd_eval::run(args),
         Command::Train(args) => cmd_train::run(args),
         Command::Loss(args) => cmd_loss::run(args),
+        Command::Report(args) => cmd_report::run(args),
     };
     if let Err(e) = result {
         // One line, no backtrace: bad input is the user's to fix, not a crash.

@@ -40,7 +40,9 @@ fn main() {
     let mut times = Vec::new();
     for i in 0..runs + 3 {
         let t = Instant::now();
-        let out = loss.forward(head.forward(x.clone()), &labels).expect("finite batch");
+        let out = loss
+            .forward(head.forward(x.clone()), &labels)
+            .expect("finite batch");
         // The trainer reads the loss every step (NaN guard, logging); so does this bench.
         let _ = out.total.clone().into_scalar::<f32>();
         let mut grads = out.total.backward();

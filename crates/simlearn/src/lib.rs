@@ -21,6 +21,7 @@ pub mod distances;
 pub mod losses;
 pub mod miners;
 pub mod models;
+pub mod report;
 pub mod samplers;
 pub mod straight_through;
 pub mod train;
