@@ -188,6 +188,10 @@ fn config_errors_name_the_key() {
         "{err}"
     );
     let mut cfg = config("contextual", 1);
+    cfg.train.device = "tpu".into();
+    let err = train_class(&cfg, &train, None, None, false, &mut Silent).unwrap_err();
+    assert!(err.to_string().contains("train.device"), "{err}");
+    let mut cfg = config("contextual", 1);
     cfg.model.input_dim = 10;
     let err = train_class(&cfg, &train, None, None, false, &mut Silent).unwrap_err();
     assert!(err.to_string().contains("model.input_dim"), "{err}");

@@ -201,6 +201,10 @@ pub struct LoopConfig {
     pub eval_every: usize,
     /// Metric that selects the best checkpoint (`map_at_r`, `precision_at_1`, `recall_at_1`, …).
     pub select_metric: String,
+    /// Where to train: `"flex"` (burn's pure-Rust CPU backend, the default) or `"default"`
+    /// (burn's first enabled backend, GPUs before CPUs — the wgpu or CUDA device when the
+    /// `wgpu` / `cuda` feature is compiled in; the `BURN_DEVICE` environment variable overrides).
+    pub device: String,
 }
 
 impl Default for LoopConfig {
@@ -210,6 +214,7 @@ impl Default for LoopConfig {
             seed: 0,
             eval_every: 5,
             select_metric: "map_at_r".into(),
+            device: "flex".into(),
         }
     }
 }
@@ -262,6 +267,20 @@ impl TrainConfig {
             ));
         }
         Ok(c)
+    }
+
+    /// The training device (with autodiff) named by `train.device`.
+    pub fn device(&self) -> Result<burn::prelude::Device, TrainError> {
+        let device = match self.train.device.as_str() {
+            "flex" => burn::prelude::Device::flex(),
+            "default" => burn::prelude::Device::default(),
+            other => {
+                return Err(TrainError::Config(format!(
+                    "train.device: \"{other}\" is not one of \"flex\", \"default\""
+                )))
+            }
+        };
+        Ok(device.autodiff())
     }
 
     /// The evaluation settings used for validation.

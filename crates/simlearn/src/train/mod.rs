@@ -358,7 +358,7 @@ pub fn train_class(
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainOutcome, TrainError> {
     let cfg = cfg.resolved(train.dim())?;
-    let device = Device::flex().autodiff();
+    let device = cfg.device()?;
     let labels = train.class_labels()?;
     // Proxy losses index proxies by class: map labels to 0..C−1 in sorted order.
     let mut classes: Vec<i64> = labels.to_vec();
@@ -417,7 +417,7 @@ pub fn train_continuous(
             "[continuous] training needs continuous labels".into(),
         ));
     };
-    let device = Device::flex().autodiff();
+    let device = cfg.device()?;
     device.seed(cfg.train.seed);
     let seed = cfg.train.seed;
     let sampler = match &c.loss {
