@@ -262,14 +262,9 @@ impl Task for ClassTask<'_> {
         device: &Device,
     ) -> Result<Option<BTreeMap<String, f64>>, TrainError> {
         let Some(val) = self.val else { return Ok(None) };
-        let report = evaluate(head, val, &self.eval, device)?;
-        Ok(Some(
-            report
-                .metrics
-                .iter()
-                .map(|m| (m.name.clone(), m.value))
-                .collect(),
-        ))
+        Ok(Some(metric_map(
+            &evaluate(head, val, &self.eval, device)?.metrics,
+        )))
     }
 }
 
@@ -317,15 +312,14 @@ impl Task for ContinuousTask<'_> {
         device: &Device,
     ) -> Result<Option<BTreeMap<String, f64>>, TrainError> {
         let Some(val) = self.val else { return Ok(None) };
-        let report = evaluate_continuous_labels(head, val, &self.eval, device)?;
-        Ok(Some(
-            report
-                .metrics
-                .iter()
-                .map(|m| (m.name.clone(), m.value))
-                .collect(),
-        ))
+        Ok(Some(metric_map(
+            &evaluate_continuous_labels(head, val, &self.eval, device)?.metrics,
+        )))
     }
+}
+
+fn metric_map(metrics: &[simlearn_eval::MetricValue]) -> BTreeMap<String, f64> {
+    metrics.iter().map(|m| (m.name.clone(), m.value)).collect()
 }
 
 /// Evaluates `head` on a continuous-label set, leave-one-out: nDCG@K and mean label distance@K.
