@@ -5,6 +5,8 @@
 //!
 //! `cargo bench -p simlearn --bench image_pipeline` (env `IMAGES`, default 64, sets how many
 //! files are generated; each configuration decodes them all three times and reports the best).
+//! With `IMAGES_DIR=/some/dir` the JPEGs are written there and kept, so that
+//! `bench/image_pipeline_torch.py /some/dir` times PIL + torchvision on the same files.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +36,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    let dir = std::env::temp_dir().join(format!("simlearn-bench-images-{}", std::process::id()));
+    let keep = std::env::var_os("IMAGES_DIR").map(PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("simlearn-bench-images-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut paths: Vec<PathBuf> = Vec::new();
     for i in 0..n {
@@ -89,5 +94,7 @@ fn main() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
