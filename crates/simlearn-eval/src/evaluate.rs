@@ -457,13 +457,7 @@ pub fn compare_classes(
     gallery: Option<(&Matrix, &Matrix, &[i64])>,
     cfg: &EvalConfig,
 ) -> Result<Comparison, EvalError> {
-    if a.rows() != b.rows() {
-        return Err(EvalError::Shape(format!(
-            "paired comparison: embedding set A has {} query rows, B has {}",
-            a.rows(),
-            b.rows()
-        )));
-    }
+    check_paired_rows(a, b)?;
     let boot = cfg.bootstrap.unwrap_or_default();
     boot.validate()?;
     let ea = class_eval(a, labels, gallery.map(|(ga, _, l)| (ga, l)), cfg, None)
@@ -476,12 +470,7 @@ pub fn compare_classes(
     let sa: Vec<&[f64]> = ea.per_query.values.iter().map(Vec::as_slice).collect();
     let sb: Vec<&[f64]> = eb.per_query.values.iter().map(Vec::as_slice).collect();
     let metrics = paired_bootstrap(&ea.per_query.names, &sa, &sb, groups, &boot)?;
-    let mut warnings = ea.warnings.clone();
-    for w in eb.warnings {
-        if !warnings.contains(&w) {
-            warnings.push(w);
-        }
-    }
+    let warnings = merge_warnings(ea.warnings.clone(), eb.warnings);
     Ok(Comparison {
         n_queries: a.rows(),
         n_evaluated: ea.per_query.queries.len(),
@@ -495,6 +484,28 @@ pub fn compare_classes(
         metrics,
         warnings,
     })
+}
+
+/// A paired comparison needs the same query rows in both embedding sets.
+fn check_paired_rows(a: &Matrix, b: &Matrix) -> Result<(), EvalError> {
+    if a.rows() != b.rows() {
+        return Err(EvalError::Shape(format!(
+            "paired comparison: embedding set A has {} query rows, B has {}",
+            a.rows(),
+            b.rows()
+        )));
+    }
+    Ok(())
+}
+
+/// The warnings of A followed by those of B that A does not already have.
+fn merge_warnings(mut warnings: Vec<String>, other: Vec<String>) -> Vec<String> {
+    for w in other {
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    }
+    warnings
 }
 
 fn prefix(e: EvalError, p: &str) -> EvalError {
@@ -688,13 +699,7 @@ pub fn compare_continuous(
     gallery: Option<(&Matrix, &Matrix, &Matrix)>,
     cfg: &ContinuousConfig,
 ) -> Result<Comparison, EvalError> {
-    if a.rows() != b.rows() {
-        return Err(EvalError::Shape(format!(
-            "paired comparison: embedding set A has {} query rows, B has {}",
-            a.rows(),
-            b.rows()
-        )));
-    }
+    check_paired_rows(a, b)?;
     let boot = cfg.bootstrap.unwrap_or_default();
     boot.validate()?;
     let ea = continuous_eval(a, labels, gallery.map(|(ga, _, l)| (ga, l)), cfg, None)
@@ -704,12 +709,7 @@ pub fn compare_continuous(
     let sa: Vec<&[f64]> = ea.per_query.values.iter().map(Vec::as_slice).collect();
     let sb: Vec<&[f64]> = eb.per_query.values.iter().map(Vec::as_slice).collect();
     let metrics = paired_bootstrap(&ea.per_query.names, &sa, &sb, None, &boot)?;
-    let mut warnings = ea.warnings.clone();
-    for w in eb.warnings {
-        if !warnings.contains(&w) {
-            warnings.push(w);
-        }
-    }
+    let warnings = merge_warnings(ea.warnings.clone(), eb.warnings);
     Ok(Comparison {
         n_queries: a.rows(),
         n_evaluated: a.rows(),

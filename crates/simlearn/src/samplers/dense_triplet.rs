@@ -162,6 +162,11 @@ impl LabelSpace {
     }
 
     /// The anchors of an epoch: a permutation of `0..N`, cut to `max_batches`.
+    /// One batch per anchor: `min(N, max_batches)`.
+    fn batches_per_epoch(&self, max_batches: Option<usize>) -> usize {
+        max_batches.map_or(self.n(), |cap| cap.min(self.n()))
+    }
+
     fn anchors(&self, seed: u64, epoch: u64, tag: u64, max_batches: Option<usize>) -> Vec<usize> {
         let mut rng = rng_for(seed, epoch, tag, 0);
         let mut order: Vec<usize> = (0..self.n()).collect();
@@ -250,8 +255,7 @@ impl DenseTripletSampler {
 
     /// Batches per epoch: `min(N, max_batches)`.
     pub fn batches_per_epoch(&self) -> usize {
-        self.max_batches
-            .map_or(self.space.n(), |cap| cap.min(self.space.n()))
+        self.space.batches_per_epoch(self.max_batches)
     }
 
     /// The anchors of epoch `epoch`, in batch order.
@@ -398,8 +402,7 @@ impl BinaryTripletSampler {
 
     /// Batches per epoch: `min(N, max_batches)`.
     pub fn batches_per_epoch(&self) -> usize {
-        self.max_batches
-            .map_or(self.space.n(), |cap| cap.min(self.space.n()))
+        self.space.batches_per_epoch(self.max_batches)
     }
 
     /// The anchors of epoch `epoch`, in batch order.
