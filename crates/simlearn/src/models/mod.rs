@@ -3,6 +3,15 @@
 //! The head is what the contextual-similarity paper calls `remap` (Linear 2048→512 with bias on
 //! ResNet-50 features, PyTorch default init, then L2 normalisation; optionally preceded by a
 //! LayerNorm without affine parameters, the "standardize" step of its CUB/Cars network).
+//!
+//! Image backbones (ResNet-18/50, EfficientNet-Lite0) with pretrained-weight loading live in
+//! [`backbone`].
+
+pub mod backbone;
+pub mod efficientnet;
+pub mod resnet;
+
+pub use backbone::{Backbone, BackboneConfig, BackboneError, Pooling};
 
 use burn::module::Param;
 use burn::nn::{Linear, Relu};
