@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use simlearn::data::{digits, rotated_digits, FeatureDataset};
-use simlearn::train::{train_class, train_continuous, TrainConfig};
+use simlearn::train::images::train_images;
+use simlearn::train::{train_class, train_continuous, EpochRecord, TrainConfig};
 
 use crate::progress::TrainBars;
 
@@ -64,7 +65,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(FeatureDataset, Option<FeatureDat
             }
         }
         other => bail!(
-            "config: data.source \"{other}\" is not one of \"features\", \"digits\", \"rotated_digits\""
+            "config: data.source \"{other}\" is not one of \"features\", \"digits\", \"rotated_digits\", \"images\""
         ),
     }
 }
@@ -73,8 +74,7 @@ pub fn run(args: Args) -> Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("{}: cannot read", args.config.display()))?;
     let cfg = TrainConfig::from_toml(&text).with_context(|| args.config.display().to_string())?;
-    let (train, val) = load_data(&cfg)?;
-    let out = args.out.unwrap_or_else(|| {
+    let out = args.out.clone().unwrap_or_else(|| {
         let stem = args
             .config
             .file_stem()
@@ -83,6 +83,21 @@ pub fn run(args: Args) -> Result<()> {
         PathBuf::from("runs").join(stem)
     });
     let mut bars = TrainBars::new("train", cfg.train.epochs, args.json);
+    if cfg.data.source == "images" {
+        if cfg.continuous.is_some() {
+            bail!("config: image fine-tuning supports class labels; drop [continuous] or embed the images first (simlearn embed)");
+        }
+        let outcome = train_images(&cfg, Some(&out), args.resume, &mut bars)?;
+        return summarise(
+            &args,
+            &cfg,
+            &out,
+            outcome.best_epoch,
+            outcome.best_value,
+            &outcome.history,
+        );
+    }
+    let (train, val) = load_data(&cfg)?;
     let outcome = if cfg.continuous.is_some() {
         train_continuous(
             &cfg,
@@ -102,20 +117,38 @@ pub fn run(args: Args) -> Result<()> {
             &mut bars,
         )?
     };
-    let last = outcome.history.last();
+    summarise(
+        &args,
+        &cfg,
+        &out,
+        outcome.best_epoch,
+        outcome.best_value,
+        &outcome.history,
+    )
+}
+
+fn summarise(
+    args: &Args,
+    cfg: &TrainConfig,
+    out: &std::path::Path,
+    best_epoch: Option<usize>,
+    best_value: Option<f64>,
+    history: &[EpochRecord],
+) -> Result<()> {
+    let last = history.last();
     if args.json {
         let summary = serde_json::json!({
             "run_dir": out,
-            "epochs": outcome.history.len(),
-            "best_epoch": outcome.best_epoch,
-            "best_value": outcome.best_value,
+            "epochs": history.len(),
+            "best_epoch": best_epoch,
+            "best_value": best_value,
             "select_metric": cfg.train.select_metric,
             "last": last,
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!("run folder: {}", out.display());
-        if let (Some(e), Some(v)) = (outcome.best_epoch, outcome.best_value) {
+        if let (Some(e), Some(v)) = (best_epoch, best_value) {
             println!(
                 "best {} = {v:.4} at epoch {}",
                 cfg.train.select_metric,

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd_demo;
+mod cmd_embed;
 mod cmd_eval;
 mod cmd_loss;
 mod cmd_report;
@@ -23,7 +24,9 @@ enum Command {
     Demo(cmd_demo::Args),
     /// Exact retrieval evaluation of an embedding file (R@k, MAP@R, nDCG, …).
     Eval(cmd_eval::Args),
-    /// Train an embedding head from a TOML config.
+    /// Embed an image dataset with a pretrained backbone or a fine-tuned run.
+    Embed(cmd_embed::Args),
+    /// Train an embedding head (or fine-tune a backbone) from a TOML config.
     Train(cmd_train::Args),
     /// Compute a loss, its terms and its gradient on given embeddings.
     Loss(cmd_loss::Args),
@@ -36,6 +39,7 @@ fn main() {
     let result = match cli.command {
         Command::Demo(args) => cmd_demo::run(args),
         Command::Eval(args) => cmd_eval::run(args),
+        Command::Embed(args) => cmd_embed::run(args),
         Command::Train(args) => cmd_train::run(args),
         Command::Loss(args) => cmd_loss::run(args),
         Command::Report(args) => cmd_report::run(args),

@@ -87,3 +87,14 @@ impl TrainObserver for TrainBars {
         eprintln!("{line}");
     }
 }
+
+/// A bar over `len` items with rate and ETA; hidden with `quiet` (for `--json`).
+pub fn bar(len: u64, prefix: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(style());
+    bar.set_prefix(prefix.to_string());
+    bar
+}

@@ -34,12 +34,16 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use simlearn_eval::{EvalConfig, LabelDistance};
 
+use super::images::ImagesSection;
 use super::optim::OptimConfig;
 use super::TrainError;
 use crate::losses::continuous::ContinuousLossConfig;
 use crate::losses::registry::LossConfig;
-use crate::models::HeadConfig;
-use crate::samplers::{BatchSampler, MPerClassOptions, MPerClassSampler, SamplerError};
+use crate::models::{BackboneConfig, HeadConfig};
+use crate::samplers::{
+    BalancedOptions, BalancedSampler, BatchSampler, HierarchicalOptions, HierarchicalSampler,
+    MPerClassOptions, MPerClassSampler, SamplerError,
+};
 
 /// The whole run configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -62,6 +66,11 @@ pub struct TrainConfig {
     /// Continuous-label training (Kim et al. 2019); when present, `simlearn train` uses it
     /// instead of `[loss]` and `[sampler]`.
     pub continuous: Option<ContinuousSection>,
+    /// Image backbone (with `data.source = "images"`): architecture, weights, pooling,
+    /// BatchNorm policy.
+    pub backbone: Option<BackboneConfig>,
+    /// Image dataset layout and decoding (with `data.source = "images"`).
+    pub images: Option<ImagesSection>,
 }
 
 /// Continuous-label training: the loss, the label distance and the dense-triplet-mining
@@ -135,7 +144,10 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplerConfig {
-    /// `"m_per_class"`: the balanced sampler of Liao et al. (2023) §3.1.
+    /// `"m_per_class"`: the P256 `RandomSampler` of Liao et al. (2023) (spec §3.1, CUB, Cars,
+    /// In-Shop); `"hierarchical"`: two super-classes per batch (§3.2, SOP and iNaturalist;
+    /// needs super-labels, which the SOP layout provides); `"balanced"`: the P224 sampler
+    /// (§3.3, 96 classes drawn at a time).
     pub kind: String,
     /// Samples per batch (paper: 128).
     pub batch_size: usize,
@@ -149,6 +161,12 @@ pub struct SamplerConfig {
     pub cover_all_classes: bool,
     /// Drop single-sample classes instead of failing.
     pub skip_singletons: bool,
+    /// `hierarchical`: half-batches multiplier (reference: 66 SOP, 70 iNaturalist).
+    pub multiplier: usize,
+    /// `hierarchical`: batches per super-class pair (reference: 10).
+    pub batches_per_super_pair: usize,
+    /// `balanced`: distinct classes per draw (reference: 96).
+    pub classes_per_draw: usize,
 }
 
 impl Default for SamplerConfig {
@@ -161,6 +179,9 @@ impl Default for SamplerConfig {
             max_batches: None,
             cover_all_classes: false,
             skip_singletons: false,
+            multiplier: 66,
+            batches_per_super_pair: 10,
+            classes_per_draw: 96,
         }
     }
 }
@@ -168,7 +189,48 @@ impl Default for SamplerConfig {
 impl SamplerConfig {
     /// Builds the sampler over (contiguous) class labels.
     pub fn build(&self, labels: &[i64], seed: u64) -> Result<Box<dyn BatchSampler>, TrainError> {
+        self.build_with_supers(labels, None, seed)
+    }
+
+    /// Builds the sampler; `supers` are the super-class labels the hierarchical sampler needs.
+    pub fn build_with_supers(
+        &self,
+        labels: &[i64],
+        supers: Option<&[i64]>,
+        seed: u64,
+    ) -> Result<Box<dyn BatchSampler>, TrainError> {
         match self.kind.as_str() {
+            "hierarchical" => {
+                let supers = supers.ok_or_else(|| {
+                    TrainError::Sampler(SamplerError {
+                        param: "kind",
+                        reason: "\"hierarchical\" needs super-class labels (the SOP image layout has them)".into(),
+                    })
+                })?;
+                Ok(Box::new(HierarchicalSampler::new(
+                    labels,
+                    supers,
+                    self.batch_size,
+                    self.samples_per_class,
+                    seed,
+                    HierarchicalOptions {
+                        batches_per_super_pair: self.batches_per_super_pair,
+                        multiplier: self.multiplier,
+                        max_batches: self.max_batches,
+                        skip_singletons: self.skip_singletons,
+                    },
+                )?))
+            }
+            "balanced" => Ok(Box::new(BalancedSampler::new(
+                labels,
+                self.batch_size,
+                self.samples_per_class,
+                seed,
+                BalancedOptions {
+                    classes_per_draw: self.classes_per_draw,
+                    skip_singletons: self.skip_singletons,
+                },
+            )?)),
             "m_per_class" => Ok(Box::new(MPerClassSampler::new(
                 labels,
                 self.batch_size,
@@ -183,7 +245,9 @@ impl SamplerConfig {
             )?)),
             other => Err(TrainError::Sampler(SamplerError {
                 param: "kind",
-                reason: format!("unknown sampler \"{other}\"; expected \"m_per_class\""),
+                reason: format!(
+                    "unknown sampler \"{other}\"; expected \"m_per_class\", \"hierarchical\" or \"balanced\""
+                ),
             })),
         }
     }

@@ -13,6 +13,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod images;
 pub mod optim;
 
 use std::collections::{BTreeMap, HashMap};

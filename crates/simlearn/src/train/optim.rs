@@ -47,6 +47,9 @@ pub struct OptimConfig {
     pub milestones: Vec<usize>,
     /// Factor applied at each milestone (paper: 0.3).
     pub gamma: f64,
+    /// The backbone's learning rate as a multiple of `lr` when a backbone is fine-tuned
+    /// (contextual paper P256: 0.5, "backbone lr = base_lr / 2").
+    pub backbone_lr_mult: f64,
 }
 
 impl Default for OptimConfig {
@@ -60,6 +63,7 @@ impl Default for OptimConfig {
             weight_decay: 1e-4,
             milestones: Vec::new(),
             gamma: 0.3,
+            backbone_lr_mult: 0.5,
         }
     }
 }
