@@ -6,6 +6,8 @@ re-scoring with `--label-distance circular:180 --labels-mod 180` forgives exactl
 
     python bench/continuous_reeval.py --runs /tmp/continuous-rotation-fashion-mnist --label-distance circular:180 \
         --labels-mod 180
+    python bench/continuous_reeval.py --runs /tmp/continuous-fontweight --label-distance euclidean --labels-scale 100 \
+        --group-key test_chars
 
 For every run folder it embeds the test features (config.toml [data] val_features) with last.safetensors in numpy
 (the head: Linear, ReLU between layers, optional L2 normalisation, as crates/simlearn/src/models), checks that the
@@ -63,6 +65,17 @@ def evaluate(emb_path, labels_path, label_distance):
     return {m["name"]: m["value"] for m in json.loads(p.stdout)["metrics"]}
 
 
+def same_group(emb, groups):
+    """Fraction of items whose leave-one-out nearest neighbour (squared Euclidean) has the same group."""
+    e = emb.astype(np.float64)
+    sq = (e * e).sum(1)
+    dist = sq[:, None] + sq[None, :] - 2 * e @ e.T
+    np.fill_diagonal(dist, np.inf)
+    nn = dist.argmin(1)
+    g = np.array(list(groups))
+    return float((g[nn] == g).mean())
+
+
 def ld_arg(ld):
     return f"circular:{ld['period']:g}" if ld["kind"] == "circular" else ld["kind"]
 
@@ -72,6 +85,11 @@ def main():
     ap.add_argument("--runs", type=Path, required=True)
     ap.add_argument("--label-distance", required=True, help="as simlearn eval: euclidean, circular:PERIOD, ...")
     ap.add_argument("--labels-mod", type=float, default=None, help="take the test labels modulo this first")
+    ap.add_argument("--labels-scale", type=float, default=None,
+                    help="divide the test labels by this (nDCG's relevance 1/(1 + distance) depends on label units)")
+    ap.add_argument("--group-key", default=None,
+                    help="a meta.json key next to the test features holding one group character per test item "
+                         "(fontweight: test_chars); adds the fraction of top-1 neighbours in the same group")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="reeval-"))
     rows = {}
@@ -87,20 +105,30 @@ def main():
             sys.exit(f"{run_dir}: numpy embedding gives nDCG@10 {own['ndcg_at_10']:.4f}, trainer {last['ndcg_at_10']:.4f}")
         if a.labels_mod:
             labels = np.mod(labels, a.labels_mod).astype(np.float32)
+        if a.labels_scale:
+            labels = (labels / a.labels_scale).astype(np.float32)
         np.save(tmp / "labels.npy", labels)
-        rows.setdefault((method, int(d[1:])), []).append(evaluate(tmp / "emb.npy", tmp / "labels.npy", a.label_distance))
+        r = evaluate(tmp / "emb.npy", tmp / "labels.npy", a.label_distance)
+        if a.group_key:
+            groups = json.loads((ROOT / cfg["data"]["val_features"]).parent.joinpath("meta.json").read_text())[a.group_key]
+            r["top1_same_group"] = same_group(emb, groups)
+        rows.setdefault((method, int(d[1:])), []).append(r)
         if not raw_done:
-            rows[("raw test features (no model)", 0)] = [evaluate(ROOT / cfg["data"]["val_features"], tmp / "labels.npy",
-                                                                  a.label_distance)]
+            raw = evaluate(ROOT / cfg["data"]["val_features"], tmp / "labels.npy", a.label_distance)
+            if a.group_key:
+                raw["top1_same_group"] = same_group(np.load(ROOT / cfg["data"]["val_features"]), groups)
+            rows[("raw test features (no model)", 0)] = [raw]
             raw_done = True
         print(f"{run_dir.name}: {rows[(method, int(d[1:]))][-1]['ndcg_at_10']:.4f}", file=sys.stderr)
-    print(f"label distance {a.label_distance}" + (f", labels mod {a.labels_mod:g}" if a.labels_mod else ""))
-    print("| method | d | " + " | ".join(METRICS) + " |")
-    print("|---|---|" + "---|" * len(METRICS))
+    print(f"label distance {a.label_distance}" + (f", labels mod {a.labels_mod:g}" if a.labels_mod else "")
+          + (f", labels / {a.labels_scale:g}" if a.labels_scale else ""))
+    metrics = METRICS + (["top1_same_group"] if a.group_key else [])
+    print("| method | d | " + " | ".join(metrics) + " |")
+    print("|---|---|" + "---|" * len(metrics))
     order = {"log_ratio": 0, "dense_triplet": 1, "binary_triplet": 2}
     for (method, d), rs in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
         cells = []
-        for m in METRICS:
+        for m in metrics:
             v = [r[m] for r in rs]
             mean = statistics.fmean(v)
             h = T975[len(v) - 1] * statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else None

@@ -113,7 +113,7 @@ def plot(results, raw, methods, dims, seeds, task, prefix):
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(prefix.with_suffix(".png"), dpi=110)
-    fig.savefig(prefix.with_suffix(".svg"))
+    fig.savefig(prefix.with_suffix(".svg"), metadata={"Date": None})  # no timestamp: same results, same file
     print(f"plot: {prefix.with_suffix('.png')}, {prefix.with_suffix('.svg')}", file=sys.stderr)
 
 
