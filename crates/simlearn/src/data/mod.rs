@@ -4,6 +4,7 @@
 //! Everything here is framework-free; the trainer turns rows into burn tensors per batch.
 
 pub mod augment;
+pub mod digits_augment;
 pub mod images;
 
 use std::collections::BTreeSet;
