@@ -417,3 +417,158 @@ fn bad_inputs_are_one_line_errors() {
     assert!(e.to_string().contains("no run folder"));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn image_feature_runs_draw_thumbnails_of_their_images() {
+    // 4 classes × 4 images: 24 × 16 PNGs of one colour per class; the features are the colour
+    // plus noise, written as CSV with the `<stem>_paths.txt` list `simlearn embed` writes.
+    let root = temp("thumbnails");
+    let (classes, per_class) = (4usize, 4usize);
+    let colours = [[220u8, 40, 40], [40, 160, 40], [40, 40, 220], [200, 160, 0]];
+    let mut feats = String::new();
+    let mut labels = String::new();
+    let mut paths = String::new();
+    for c in 0..classes {
+        for j in 0..per_class {
+            let file = root.join(format!("img/c{c}/{j}.png"));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            let img = image::RgbImage::from_fn(24, 16, |x, _| {
+                if x < 2 * j as u32 + 2 {
+                    image::Rgb([255, 255, 255])
+                } else {
+                    image::Rgb(colours[c])
+                }
+            });
+            img.save(&file).unwrap();
+            let row: Vec<String> = (0..6)
+                .map(|d| {
+                    let v =
+                        (if d == c { 1.0 } else { 0.0 }) + 0.05 * ((c * 7 + j * 3 + d) % 5) as f64;
+                    format!("{v}")
+                })
+                .collect();
+            feats.push_str(&(row.join(",") + "\n"));
+            labels.push_str(&format!("{c}\n"));
+            paths.push_str(&format!("{}\n", file.display()));
+        }
+    }
+    std::fs::write(root.join("feats.csv"), &feats).unwrap();
+    std::fs::write(root.join("labels.txt"), &labels).unwrap();
+    std::fs::write(root.join("feats_paths.txt"), &paths).unwrap();
+    assert_eq!(
+        simlearn::report::paths_file(&root.join("feats.csv")),
+        root.join("feats_paths.txt")
+    );
+    let data = FeatureDataset::from_class_files(&root.join("feats.csv"), &root.join("labels.txt"))
+        .unwrap();
+    let toml = format!(
+        r#"
+[data]
+source = "features"
+features = "{f}"
+labels = "{l}"
+val_features = "{f}"
+val_labels = "{l}"
+[model]
+output_dim = 8
+[loss]
+name = "contrastive"
+[sampler]
+batch_size = 8
+samples_per_class = 2
+[train]
+epochs = 2
+eval_every = 2
+"#,
+        f = root.join("feats.csv").display(),
+        l = root.join("labels.txt").display()
+    );
+    let cfg = TrainConfig::from_toml(&toml).unwrap();
+    let dir = root.join("run");
+    train_class(&cfg, &data, Some(&data), Some(&dir), false, &mut Silent).unwrap();
+    let device = Device::flex();
+    let run = ReportRun::load(&dir, data.clone(), &device).unwrap();
+    let out = root.join("report");
+    let files = render(&[run], &out, &small_options(), &device).unwrap();
+    let html = std::fs::read_to_string(&files.index).unwrap();
+    assert!(
+        html.contains("id=\"retrieval\""),
+        "retrieval section missing"
+    );
+    // training, similarity and the two grids, each as img src and link href, plus the JSON.
+    assert_eq!(files.figures.len(), 4);
+    assert_eq!(check_references(&out, &html), 2 * 4 + 1);
+    let grid = std::fs::read_to_string(out.join("run1-run-retrieval-random.svg")).unwrap();
+    // 3 queries × (query + top 4), every one an embedded PNG, no external reference.
+    let uri = "href=\"data:image/png;base64,";
+    assert_eq!(grid.matches(uri).count(), 3 * 5);
+    assert!(!grid.contains("class=\"missing\""));
+    assert!(!grid.contains("file:") && !grid.contains(".png\""));
+    assert_eq!(grid.matches("class=\"query\"").count(), 3);
+    let frames =
+        grid.matches("class=\"correct\"").count() + grid.matches("class=\"incorrect\"").count();
+    assert_eq!(frames, 3 * 4);
+    // The embedded image decodes back to a thumbnail of a PNG of the data set (24 × 16 fits
+    // in the cell, so it keeps its size) whose colour is one of the class colours.
+    let start = grid.find(uri).unwrap() + uri.len();
+    let b64 = &grid[start..start + grid[start..].find('"').unwrap()];
+    let png = decode_base64(b64);
+    let img = image::load_from_memory(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (24, 16));
+    assert!(colours.contains(&img.get_pixel(23, 8).0));
+    // A paths file that does not fit the features is a warning, and the grids are left out.
+    std::fs::write(root.join("feats_paths.txt"), "one.png\n").unwrap();
+    let run = ReportRun::load(&dir, data, &device).unwrap();
+    let out2 = root.join("report2");
+    let files = render(&[run], &out2, &small_options(), &device).unwrap();
+    assert_eq!(files.figures.len(), 2);
+    let html = std::fs::read_to_string(&files.index).unwrap();
+    assert!(
+        html.contains("1 image paths for 16 feature rows"),
+        "warning missing"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn base64_matches_rfc4648_vectors() {
+    use simlearn::report::grid::base64;
+    for (plain, coded) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64(plain.as_bytes()), coded);
+        assert_eq!(decode_base64(coded), plain.as_bytes());
+    }
+}
+
+/// Standard base64 decoding (padding allowed), for checking embedded images.
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("bad base64 byte {c}"),
+        }
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c) << (18 - 6 * i);
+        }
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}

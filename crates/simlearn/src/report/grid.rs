@@ -1,7 +1,13 @@
-//! Query → top-k retrieval grids for image data, written as plain SVG: every image is a grid of
-//! grey rectangles, framed blue (query), green (correct neighbour) or red (incorrect one).
+//! Query → top-k retrieval grids for image data, written as plain SVG, every image framed blue
+//! (query), green (correct neighbour) or red (incorrect one). Pixel features (the digits) are
+//! drawn as grids of grey rectangles; items that come from image files (feature files written
+//! by `simlearn embed`, whose `<stem>_paths.txt` names each row's image) are drawn as PNG
+//! thumbnails embedded as `data:` URIs, so the SVG stays self-contained.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Cursor;
+use std::path::Path;
 
 use simlearn_eval::Matrix;
 
@@ -37,7 +43,7 @@ pub const CORRECT_COLOUR: &str = "#2ca02c";
 pub const INCORRECT_COLOUR: &str = "#d62728";
 
 /// Drawn size of every image, pixels.
-const CELL: usize = 56;
+pub const CELL: usize = 56;
 /// Frame stroke width.
 const FRAME: usize = 3;
 const GAP: usize = 10;
@@ -60,6 +66,97 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// Where the pictures of a grid's items come from.
+#[derive(Debug, Clone, Copy)]
+pub enum GridImages<'a> {
+    /// Row `i` of the matrix is item `i`'s image, `(width, height)` grey values, row-major.
+    Pixels {
+        /// One image per row; every row holds at least `width · height` values.
+        pixels: &'a Matrix,
+        /// `(width, height)`.
+        shape: (usize, usize),
+    },
+    /// Item `i`'s image is the `data:` URI `uris[&i]` (see [`thumbnail_data_uri`]); items
+    /// without an entry are drawn as a grey placeholder with a question mark.
+    Thumbnails(&'a BTreeMap<usize, String>),
+}
+
+/// Standard base64 (RFC 4648, with padding).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes the image file at `path`, downscales it to fit in `size × size` pixels (aspect kept;
+/// smaller images are left as they are) and returns it as a `data:image/png;base64,…` URI.
+/// Errors name the file.
+pub fn thumbnail_data_uri(path: &Path, size: u32) -> Result<String, String> {
+    let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let img = if img.width() > size || img.height() > size {
+        img.thumbnail(size, size)
+    } else {
+        img
+    };
+    let mut png = Vec::new();
+    img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| format!("{}: PNG encoding: {e}", path.display()))?;
+    Ok(format!("data:image/png;base64,{}", base64(&png)))
+}
+
+/// Draws item `item` as an embedded thumbnail (or a placeholder when it has none).
+fn draw_thumbnail(
+    svg: &mut String,
+    uris: &BTreeMap<usize, String>,
+    item: usize,
+    x: usize,
+    y: usize,
+) {
+    let _ = write!(
+        svg,
+        r##"<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="#ffffff"/>"##
+    );
+    match uris.get(&item) {
+        Some(uri) => {
+            let _ = write!(
+                svg,
+                r#"<image x="{x}" y="{y}" width="{CELL}" height="{CELL}" preserveAspectRatio="xMidYMid meet" href="{}"/>"#,
+                escape(uri)
+            );
+        }
+        None => {
+            let _ = write!(
+                svg,
+                r##"<rect class="missing" x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="#dddddd"/><text x="{}" y="{}" font-family="sans-serif" font-size="20" text-anchor="middle" fill="#888">?</text>"##,
+                x + CELL / 2,
+                y + CELL / 2 + 7
+            );
+        }
+    }
+}
+
+fn draw_item(svg: &mut String, images: &GridImages<'_>, item: usize, x: usize, y: usize) {
+    match images {
+        GridImages::Pixels { pixels, shape } => draw_image(svg, pixels, item, *shape, x, y),
+        GridImages::Thumbnails(uris) => draw_thumbnail(svg, uris, item, x, y),
+    }
 }
 
 /// Draws row `item` of `pixels` (row-major `width × height` grey values) with its top-left
@@ -150,6 +247,12 @@ pub fn retrieval_grid_svg(
     shape: (usize, usize),
     rows: &[GridRow],
 ) -> String {
+    retrieval_grid_svg_with(title, &GridImages::Pixels { pixels, shape }, rows)
+}
+
+/// The SVG document of a retrieval grid whose pictures come from `images`: pixel rows, or
+/// embedded thumbnails of image files.
+pub fn retrieval_grid_svg_with(title: &str, images: &GridImages<'_>, rows: &[GridRow]) -> String {
     let k = rows.iter().map(|r| r.neighbours.len()).max().unwrap_or(0);
     let cell = CELL + FRAME;
     let first_x = GAP + cell + QUERY_GAP;
@@ -169,13 +272,13 @@ pub fn retrieval_grid_svg(
     for (r, row) in rows.iter().enumerate() {
         let y = TITLE + r * row_h + FRAME;
         let qx = GAP + FRAME;
-        draw_image(&mut svg, pixels, row.query, shape, qx, y);
+        draw_item(&mut svg, images, row.query, qx, y);
         frame(&mut svg, qx, y, QUERY_COLOUR, "query");
         text(&mut svg, GAP, y + CELL + 14, 10, &row.caption);
         text(&mut svg, GAP, y + CELL + 26, 10, &row.note);
         for (i, n) in row.neighbours.iter().enumerate() {
             let x = first_x + i * (cell + GAP) + FRAME;
-            draw_image(&mut svg, pixels, n.item, shape, x, y);
+            draw_item(&mut svg, images, n.item, x, y);
             let (colour, class) = if n.correct {
                 (CORRECT_COLOUR, "correct")
             } else {

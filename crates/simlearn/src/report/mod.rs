@@ -7,10 +7,13 @@
 //! 2. for class labels, histograms of the cosine similarity of positive pairs (same class) and
 //!    negative pairs of the test set, for the untrained head (`cfg.model.init(cfg.train.seed)`)
 //!    and the trained one (`best.safetensors`, else `last.safetensors`);
-//! 3. for image data (`digits`: 8 × 8, `rotated_digits`: 16 × 16 grey pixels), query → top-k
-//!    retrieval grids for a seeded random set of queries and for the worst queries (lowest
-//!    per-query MAP@R for class labels, lowest per-query nDCG at the first cut-off for continuous
-//!    labels);
+//! 3. for image data, query → top-k retrieval grids for a seeded random set of queries and for
+//!    the worst queries (lowest per-query MAP@R for class labels, lowest per-query nDCG at the
+//!    first cut-off for continuous labels). Pixel sources (`digits`: 8 × 8, `rotated_digits`:
+//!    16 × 16 grey pixels) are drawn from the features; feature files made from images (a
+//!    `<stem>_paths.txt` next to the validation features, as `simlearn embed` writes, one image
+//!    path per row) are drawn as thumbnails of those images, embedded in the SVG as PNG `data:`
+//!    URIs ([`image_paths`], [`grid::thumbnail_data_uri`]);
 //! 4. a results table: every metric of the trained head with its 95 % percentile-bootstrap
 //!    interval ([`BootstrapConfig::default`]: 1,000 resamples), and the paired differences between
 //!    every two runs evaluated on the same test set (identical features and labels) from
@@ -41,7 +44,7 @@ use simlearn_eval::{
 use crate::data::{FeatureDataset, Labels};
 use crate::models::EmbeddingHead;
 use crate::train::{embed, load_run_head, EpochRecord, TrainConfig};
-use grid::{escape, retrieval_grid_svg, GridCell, GridRow};
+use grid::{escape, retrieval_grid_svg_with, GridCell, GridImages, GridRow};
 use plot::{Series, PALETTE};
 use stats::{
     ideal_label_distance_by_rank, label_distance_by_rank, pair_cosines, seeded_queries,
@@ -159,6 +162,59 @@ pub fn image_shape(source: &str) -> Option<(usize, usize)> {
         "rotated_digits" => Some((16, 16)),
         _ => None,
     }
+}
+
+/// Size (pixels) that retrieval-grid thumbnails of image files are downscaled to fit.
+pub const THUMBNAIL_SIZE: u32 = grid::CELL as u32;
+
+/// The paths file of a feature file: `<dir>/<stem>_paths.txt` (what `simlearn embed` writes
+/// next to `<dir>/<stem>.npy`).
+pub fn paths_file(features: &Path) -> PathBuf {
+    let stem = features
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    features.with_file_name(format!("{stem}_paths.txt"))
+}
+
+/// The image file of every row of the run's validation features, when `data.val_features` has a
+/// paths file ([`paths_file`]) with one path per row (`n` rows). Relative paths are tried as
+/// given (relative to the working directory, as `simlearn embed` wrote them), then relative to
+/// the paths file's folder and each folder above it. `Ok(None)`: no paths file (or the test set
+/// is split from the training file); `Err`: a paths file that does not fit (names it).
+pub fn image_paths(config: &TrainConfig, n: usize) -> Result<Option<Vec<PathBuf>>, String> {
+    let Some(features) = config.data.val_features.as_deref() else {
+        return Ok(None);
+    };
+    let list = paths_file(features);
+    if !list.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&list).map_err(|e| format!("{}: {e}", list.display()))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() != n {
+        return Err(format!(
+            "{}: {} image paths for {n} feature rows; retrieval grids left out",
+            list.display(),
+            lines.len()
+        ));
+    }
+    let base = list.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(Some(
+        lines
+            .iter()
+            .map(|l| {
+                let p = PathBuf::from(l.trim());
+                if p.is_absolute() || p.exists() {
+                    return p;
+                }
+                base.ancestors()
+                    .map(|a| a.join(&p))
+                    .find(|c| c.exists())
+                    .unwrap_or(p)
+            })
+            .collect(),
+    ))
 }
 
 impl ReportRun {
@@ -646,7 +702,15 @@ fn evaluate_run(
     }
 
     let mut grids = Vec::new();
-    if let Some(shape) = shape {
+    let paths = if shape.is_none() {
+        image_paths(&run.config, n).unwrap_or_else(|w| {
+            warnings.push(w);
+            None
+        })
+    } else {
+        None
+    };
+    if shape.is_some() || paths.is_some() {
         let random = seeded_queries(&eval_rows, opts.queries, opts.seed);
         let values: Vec<f64> = eval_rows
             .iter()
@@ -674,15 +738,36 @@ fn evaluate_run(
         ] {
             let file = format!("{prefix}-retrieval-{kind}.svg");
             let rows = grid_rows(run, &neigh, qs, &per_query, &metric_name);
-            write_file(
-                &out.join(&file),
-                &retrieval_grid_svg(
-                    &format!("{}: {caption}", run.name),
-                    &run.test.features,
-                    shape,
+            let title = format!("{}: {caption}", run.name);
+            let svg = match (shape, &paths) {
+                (Some(shape), _) => retrieval_grid_svg_with(
+                    &title,
+                    &GridImages::Pixels {
+                        pixels: &run.test.features,
+                        shape,
+                    },
                     &rows,
                 ),
-            )?;
+                (None, Some(paths)) => {
+                    let mut uris = BTreeMap::new();
+                    for item in rows.iter().flat_map(|r| {
+                        std::iter::once(r.query).chain(r.neighbours.iter().map(|c| c.item))
+                    }) {
+                        if uris.contains_key(&item) {
+                            continue;
+                        }
+                        match grid::thumbnail_data_uri(&paths[item], THUMBNAIL_SIZE) {
+                            Ok(uri) => {
+                                uris.insert(item, uri);
+                            }
+                            Err(e) => warnings.push(format!("retrieval grid: {e}")),
+                        }
+                    }
+                    retrieval_grid_svg_with(&title, &GridImages::Thumbnails(&uris), &rows)
+                }
+                (None, None) => unreachable!("grids are drawn only with pixels or image paths"),
+            };
+            write_file(&out.join(&file), &svg)?;
             figures.push(file.clone());
             grids.push((file, caption));
         }
