@@ -287,13 +287,21 @@ pub fn contextual_similarity(
     let a = step_st(x.clone(), d_k.neg(), gain);
     let b = step_st(x, d_h.neg(), gain);
 
-    let a_count = a.clone().detach().sum_dim(1); // |N(i)| ≥ 1 (i is in its own set)
-    let a_bar = a.clone().neg().add_scalar(1.0);
-    let a_bar_count = a_bar.clone().detach().sum_dim(1);
-    let p = a.clone().matmul(a.clone().transpose()) / a_count;
+    let a_rows = a.clone().sum_dim(1); // Σ_k A_ik, differentiable
+    let a_count = a_rows.clone().detach(); // |N(i)| ≥ 1 (i is in its own set)
+    let a_bar_count = a_count.clone().neg().add_scalar(n as f64); // |N̄(i)| = n − |N(i)|
+    let overlap = a.clone().matmul(a.clone().transpose()); // |N(i) ∩ N(j)|
+                                                           // (1 − A)(1 − A)ᵀ = n − Σ_k A_ik − Σ_k A_jk + (A Aᵀ)_ij, the same function of A (so the same
+                                                           // gradient) as the second n³ product the equations write, for O(n²) instead.
+    let complement_overlap = overlap
+        .clone()
+        .sub(a_rows.clone())
+        .sub(a_rows.transpose())
+        .add_scalar(n as f64);
+    let p = overlap / a_count;
     // §9.1 guard: rows with an empty complement get Q_i· = 0 (forward and backward).
     let has_complement = indicator(a_bar_count.clone().greater_elem(0.5), dtype);
-    let q = a_bar.clone().matmul(a_bar.transpose()) / a_bar_count.clamp_min(1.0) * has_complement;
+    let q = complement_overlap / a_bar_count.clamp_min(1.0) * has_complement;
     let w_tilde = (p + q).mul_scalar(0.5) * a;
 
     let r = b.clone() * b.transpose();
