@@ -29,7 +29,7 @@ use super::checkpoint::{
 };
 use super::optim::Adam;
 use super::{
-    metric_map, run_metadata, scalar, select_better, EpochRecord, RunFiles, TrainConfig,
+    metric_map, record_terms, run_metadata, select_better, EpochRecord, RunFiles, TrainConfig,
     TrainError, TrainObserver,
 };
 use crate::data::augment::{Geometry, ImageLoader, LoaderConfig, Normalize, Pipeline};
@@ -513,23 +513,7 @@ pub fn train_images(
                 step: state.steps,
                 cause: e.to_string(),
             })?;
-            let mut terms: Vec<(&str, f64)> = vec![("total", scalar(&out.total))];
-            terms.extend(out.terms.iter().map(|(n, t)| (*n, scalar(t))));
-            if terms.iter().any(|(_, v)| !v.is_finite()) {
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    step: state.steps,
-                    terms: terms
-                        .iter()
-                        .map(|(n, v)| format!("{n}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                });
-            }
-            total_sum += terms[0].1;
-            for (n, v) in &terms[1..] {
-                *sums.entry((*n).to_string()).or_default() += v;
-            }
+            let terms = record_terms(&out, epoch, state.steps, &mut total_sum, &mut sums)?;
             let mut grads = out.total.backward();
             let mut head_grads = GradientsParams::from_module(&mut grads, &model.head);
             let mut backbone_grads = GradientsParams::from_module(&mut grads, &model.backbone);

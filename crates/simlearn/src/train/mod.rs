@@ -527,23 +527,7 @@ fn run(
                     step: state.steps,
                     cause: e.to_string(),
                 })?;
-            let mut terms: Vec<(&str, f64)> = vec![("total", scalar(&out.total))];
-            terms.extend(out.terms.iter().map(|(n, t)| (*n, scalar(t))));
-            if terms.iter().any(|(_, v)| !v.is_finite()) {
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    step: state.steps,
-                    terms: terms
-                        .iter()
-                        .map(|(n, v)| format!("{n}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                });
-            }
-            total_sum += terms[0].1;
-            for (n, v) in &terms[1..] {
-                *sums.entry((*n).to_string()).or_default() += v;
-            }
+            let terms = record_terms(&out, epoch, state.steps, &mut total_sum, &mut sums)?;
             let mut grads = out.total.backward();
             let mut head_grads = GradientsParams::from_module(&mut grads, &head);
             head = head_opt.step(head, &mut head_grads, lr);
@@ -637,6 +621,35 @@ fn select_better(metric: &str, value: f64, best: Option<f64>) -> bool {
         Some(b) if lower_is_better => value < b,
         Some(b) => value > b,
     }
+}
+
+/// The loss terms of one step (`total` first) as host numbers, added to the epoch's running
+/// sums; a NaN or infinite term stops training with the epoch, step and every term.
+fn record_terms<'a>(
+    out: &'a LossOutput,
+    epoch: usize,
+    step: usize,
+    total_sum: &mut f64,
+    sums: &mut BTreeMap<String, f64>,
+) -> Result<Vec<(&'a str, f64)>, TrainError> {
+    let mut terms: Vec<(&str, f64)> = vec![("total", scalar(&out.total))];
+    terms.extend(out.terms.iter().map(|(n, t)| (*n, scalar(t))));
+    if terms.iter().any(|(_, v)| !v.is_finite()) {
+        return Err(TrainError::NonFinite {
+            epoch,
+            step,
+            terms: terms
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        });
+    }
+    *total_sum += terms[0].1;
+    for (n, v) in &terms[1..] {
+        *sums.entry((*n).to_string()).or_default() += v;
+    }
+    Ok(terms)
 }
 
 fn scalar(t: &Tensor<1>) -> f64 {
