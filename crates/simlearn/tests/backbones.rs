@@ -131,7 +131,7 @@ fn full_size_resnets_have_torchvision_names_and_shapes() {
                 .replace("downsample.bn.", "downsample.1.")
                 .replace(".gamma", ".weight")
                 .replace(".beta", ".bias");
-            let mut shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+            let mut shape: Vec<usize> = t.shape.to_vec();
             if path == "fc.weight" {
                 shape.reverse();
             }

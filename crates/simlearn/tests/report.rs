@@ -428,7 +428,7 @@ fn image_feature_runs_draw_thumbnails_of_their_images() {
     let mut feats = String::new();
     let mut labels = String::new();
     let mut paths = String::new();
-    for c in 0..classes {
+    for (c, colour) in colours.iter().enumerate().take(classes) {
         for j in 0..per_class {
             let file = root.join(format!("img/c{c}/{j}.png"));
             std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -436,7 +436,7 @@ fn image_feature_runs_draw_thumbnails_of_their_images() {
                 if x < 2 * j as u32 + 2 {
                     image::Rgb([255, 255, 255])
                 } else {
-                    image::Rgb(colours[c])
+                    image::Rgb(*colour)
                 }
             });
             img.save(&file).unwrap();

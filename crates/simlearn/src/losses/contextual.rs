@@ -45,7 +45,10 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::distances::{first_non_finite_row, l2_normalize, same_label_matrix, NORMALIZE_EPS};
-use crate::losses::contrastive::{check_class_batch, contrastive_on_similarity};
+use crate::losses::contextual_fused as fused;
+use crate::losses::contrastive::{
+    check_class_batch, check_class_shape, contrastive_on_similarity, non_finite_embeddings,
+};
 use crate::losses::{ClassLoss, LossError, LossOutput};
 use crate::straight_through::{indicator, step_st};
 
@@ -60,6 +63,24 @@ pub enum Convention {
     /// `L = (1−λ′)·L_ctx + λ′·L_con + γ·L_reg` (the 224×224 code path `224x224/train.py`,
     /// whose `--lam` is the contrastive weight λ′; the weights sum to `1 + γ`).
     P224,
+}
+
+/// How the loss is evaluated. Both give the same values and the same straight-through
+/// gradient (tested against each other and against the spec's worked example).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Kernel {
+    /// One host pass over the sparse neighbourhood masks computing the three terms and
+    /// `∂L/∂S` (`losses/contextual_fused.rs`); the graph sees `S` and one constant `n × n`
+    /// gradient. `O(n²·k)` instead of `O(n³)`. Falls back to [`Kernel::Graph`] when the
+    /// neighbourhoods cover more than an eighth of the pairs of a batch of 64 or more. The
+    /// returned terms are values for logging (no gradient of their own); `total` carries it.
+    #[default]
+    Fused,
+    /// The equations as burn tensor operations (dense `n × n` matrix products), every term
+    /// differentiable on its own; the reference the fused kernel is tested against, and the
+    /// faster choice on a GPU at large `n`, where the fused kernel reads `S` back to the host.
+    Graph,
 }
 
 /// Configuration of [`ContextualLoss`]. Every default is the authors' P256 setting
@@ -89,6 +110,8 @@ pub struct ContextualConfig {
     /// Weighting convention. Default [`Convention::P256`]. Switching it does not change
     /// `lambda` or `sim_target`; [`ContextualConfig::p224`] sets all three.
     pub convention: Convention,
+    /// Evaluation strategy (not a parameter of the loss). Default [`Kernel::Fused`].
+    pub kernel: Kernel,
 }
 
 impl Default for ContextualConfig {
@@ -103,6 +126,7 @@ impl Default for ContextualConfig {
             neg_margin: 0.6,
             sim_target: 0.25,
             convention: Convention::P256,
+            kernel: Kernel::Fused,
         }
     }
 }
@@ -199,17 +223,24 @@ impl ContextualLoss {
             )));
         }
         self.check_batch_size(n)?;
-        if let Some(row) = first_non_finite_row(&s) {
-            return Err(LossError::Invalid(format!(
-                "contextual: similarity row {row} contains NaN or infinity"
-            )));
-        }
         if labels.len() != n {
             return Err(LossError::Invalid(format!(
                 "contextual: labels has {} entries but the batch has {n} rows",
                 labels.len()
             )));
         }
+        if self.config.kernel == Kernel::Fused {
+            if let Some(out) = self.forward_fused(&s, labels, FusedInput::Similarity)? {
+                return Ok(out);
+            }
+        } else if let Some(row) = first_non_finite_row(&s) {
+            return Err(non_finite_row(row));
+        }
+        self.forward_graph(s, labels)
+    }
+
+    /// The graph form on a validated `S`.
+    fn forward_graph(&self, s: Tensor<2>, labels: &[i64]) -> Result<LossOutput, LossError> {
         let cfg = &self.config;
         let same = same_label_matrix(labels, &s.device(), s.dtype());
         let w = contextual_similarity(s.clone(), cfg.k, cfg.eps, cfg.gain)?;
@@ -230,6 +261,78 @@ impl ContextualLoss {
         })
     }
 
+    /// [`Kernel::Fused`] on `x` (`S`, or the raw embeddings): `None` when the neighbourhoods
+    /// are too dense (the caller then runs the graph form).
+    fn forward_fused(
+        &self,
+        x: &Tensor<2>,
+        labels: &[i64],
+        input: FusedInput,
+    ) -> Result<Option<LossOutput>, LossError> {
+        if x.dtype() == burn::tensor::DType::F64 {
+            self.forward_fused_as::<f64>(x, labels, input)
+        } else {
+            self.forward_fused_as::<f32>(x, labels, input)
+        }
+    }
+
+    fn forward_fused_as<T: fused::HostFloat + burn::tensor::Element>(
+        &self,
+        x: &Tensor<2>,
+        labels: &[i64],
+        input: FusedInput,
+    ) -> Result<Option<LossOutput>, LossError> {
+        let [n, d] = x.dims();
+        let host =
+            x.clone().detach().try_into_vec_as::<T>().map_err(|e| {
+                LossError::Invalid(format!("contextual: cannot read the batch: {e:?}"))
+            })?;
+        if let Some(e) = host.iter().position(|v| !v.to_f64().is_finite()) {
+            return Err(match input {
+                FusedInput::Similarity => non_finite_row(e / d),
+                FusedInput::Embeddings => non_finite_embeddings("contextual", e / d),
+            });
+        }
+        let cfg = &self.config;
+        let (w_ctx, w_con, w_reg) = cfg.weights();
+        let params = fused::Params {
+            k: cfg.k,
+            eps: cfg.eps,
+            gain: cfg.gain,
+            pos_margin: cfg.pos_margin,
+            neg_margin: cfg.neg_margin,
+            sim_target: cfg.sim_target,
+            w_ctx,
+            w_con,
+            w_reg,
+        };
+        let out = match input {
+            FusedInput::Similarity => fused::hybrid(&host, n, labels, params),
+            FusedInput::Embeddings => {
+                fused::hybrid_from_embeddings(&host, n, d, labels, NORMALIZE_EPS, params)
+            }
+        };
+        let Some(out) = out else {
+            return Ok(None);
+        };
+        let device = x.device();
+        let dtype = x.dtype();
+        let scalar =
+            |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v], [1]), (&device, dtype));
+        let g = Tensor::<2>::from_data(TensorData::new(out.grad, [n, d]), (&device, dtype));
+        // ⟨x, G⟩ − sg(⟨x, G⟩) is exactly 0 forward and has gradient G.
+        let linear = (x.clone() * g).sum();
+        let total = linear.clone() - linear.detach() + scalar(out.total);
+        Ok(Some(LossOutput {
+            total,
+            terms: vec![
+                ("contextual", scalar(out.ctx)),
+                ("contrastive", scalar(out.con)),
+                ("regulariser", scalar(out.reg)),
+            ],
+        }))
+    }
+
     fn check_batch_size(&self, n: usize) -> Result<(), LossError> {
         let k = self.config.k;
         if k >= n {
@@ -248,12 +351,37 @@ impl ClassLoss for ContextualLoss {
     }
 
     fn forward(&self, embeddings: Tensor<2>, labels: &[i64]) -> Result<LossOutput, LossError> {
+        if self.config.kernel == Kernel::Fused {
+            let [n, d] = embeddings.dims();
+            check_class_shape("contextual", n, d, labels)?;
+            self.check_batch_size(n)?;
+            if let Some(out) = self.forward_fused(&embeddings, labels, FusedInput::Embeddings)? {
+                return Ok(out);
+            }
+            let f = l2_normalize(embeddings, NORMALIZE_EPS);
+            return self.forward_graph(f.clone().matmul(f.transpose()), labels);
+        }
         let (n, _) = check_class_batch("contextual", &embeddings, labels)?;
         self.check_batch_size(n)?;
         let f = l2_normalize(embeddings, NORMALIZE_EPS);
         let s = f.clone().matmul(f.transpose());
         self.forward_similarity(s, labels)
     }
+}
+
+/// What the fused kernel is handed.
+#[derive(Clone, Copy)]
+enum FusedInput {
+    /// The cosine matrix `S` (gradient with respect to `S`).
+    Similarity,
+    /// Raw embeddings (normalised, multiplied and differentiated on the host).
+    Embeddings,
+}
+
+fn non_finite_row(row: usize) -> LossError {
+    LossError::Invalid(format!(
+        "contextual: similarity row {row} contains NaN or infinity"
+    ))
 }
 
 /// The contextual similarity `W` (E1–E9) of a cosine-similarity matrix `s` (`n × n`), with

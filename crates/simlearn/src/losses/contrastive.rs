@@ -137,6 +137,20 @@ pub fn check_class_batch(
     labels: &[i64],
 ) -> Result<(usize, usize), LossError> {
     let [n, d] = embeddings.dims();
+    check_class_shape(loss, n, d, labels)?;
+    if let Some(row) = first_non_finite_row(embeddings) {
+        return Err(non_finite_embeddings(loss, row));
+    }
+    Ok((n, d))
+}
+
+/// The shape half of [`check_class_batch`], for callers that check finiteness on the host.
+pub(crate) fn check_class_shape(
+    loss: &str,
+    n: usize,
+    d: usize,
+    labels: &[i64],
+) -> Result<(), LossError> {
     if n == 0 || d == 0 {
         return Err(LossError::Invalid(format!(
             "{loss}: embeddings are {n} × {d}; need at least one row and one column"
@@ -148,10 +162,12 @@ pub fn check_class_batch(
             labels.len()
         )));
     }
-    if let Some(row) = first_non_finite_row(embeddings) {
-        return Err(LossError::Invalid(format!(
-            "{loss}: embeddings row {row} contains NaN or infinity"
-        )));
-    }
-    Ok((n, d))
+    Ok(())
+}
+
+/// The error [`check_class_batch`] gives for a non-finite embeddings row.
+pub(crate) fn non_finite_embeddings(loss: &str, row: usize) -> LossError {
+    LossError::Invalid(format!(
+        "{loss}: embeddings row {row} contains NaN or infinity"
+    ))
 }

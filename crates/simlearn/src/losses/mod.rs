@@ -10,6 +10,7 @@
 pub(crate) mod baseline_util;
 pub mod binary_triplet;
 pub mod contextual;
+mod contextual_fused;
 pub mod continuous;
 pub mod contrastive;
 pub mod dense_triplet;

@@ -185,7 +185,10 @@ impl EfficientNetLite {
         classes: Option<usize>,
         device: &Device,
     ) -> Result<Self, BackboneError> {
-        if !(cfg.width_mult > 0.0) || cfg.stem_channels == 0 || cfg.head_channels == 0 {
+        if !(cfg.width_mult.is_finite() && cfg.width_mult > 0.0)
+            || cfg.stem_channels == 0
+            || cfg.head_channels == 0
+        {
             return Err(BackboneError::Config(format!(
                 "efficientnet: width_mult, stem_channels and head_channels must be positive ({cfg:?})"
             )));

@@ -262,6 +262,9 @@ impl ImagesSection {
 /// or head embeddings when `head` is given. Returns the matrix and the dataset indices of its
 /// rows (all of them, unless `skip_bad` left bad images out). `progress(done, total)` is
 /// called after every batch.
+// The model, the data and how to feed it are separate choices of the caller (CLI, trainer,
+// tests); a struct bundling them would only be unpacked again here.
+#[allow(clippy::too_many_arguments)]
 pub fn embed_images(
     backbone: &Backbone,
     head: Option<&EmbeddingHead>,
