@@ -17,7 +17,7 @@ use simlearn::distances::{
     squared_distances_to_row, squared_euclidean_matrix,
 };
 use simlearn::losses::binary_triplet::BinaryTripletConfig;
-use simlearn::losses::contextual::{contextual_similarity, ContextualConfig, Convention};
+use simlearn::losses::contextual::{contextual_similarity, ContextualConfig, Convention, Kernel};
 use simlearn::losses::continuous::ContinuousLossConfig;
 use simlearn::losses::contrastive::{contrastive_on_similarity, ContrastiveConfig};
 use simlearn::losses::dense_triplet::DenseTripletConfig;
@@ -762,45 +762,177 @@ fn contextual_autodiff_matches_explicit_backward_and_surrogate_fd_on_random_batc
         let n = classes * per_class;
         let (z, labels) = clustered_batch(&mut rng, classes, per_class, d);
         let s = unit_similarity(&z, n, d);
+        for kernel in [Kernel::Fused, Kernel::Graph] {
+            let cfg = ContextualConfig {
+                k,
+                eps,
+                lambda: 1.0,
+                gamma: 0.0,
+                kernel,
+                ..ContextualConfig::default()
+            };
+            let st = f64_tensor(&s, [n, n]).require_grad();
+            let out = cfg
+                .init()
+                .unwrap()
+                .forward_similarity(st.clone(), &labels)
+                .unwrap();
+            let l_auto = scalar(out.total.clone());
+            let g_auto = to_vec(st.grad(&out.total.backward()).unwrap());
+
+            let c = ctx_forward(&s, n, &labels, Params { k, eps, g: 10.0 }, None, None);
+            assert!(
+                (l_auto - c.lctx).abs() < 1e-12,
+                "trial {trial}: L {l_auto} vs {}",
+                c.lctx
+            );
+            let hand = ctx_backward(&c, &s, n, &labels, 10.0);
+            let fd = ctx_surrogate_fd(&s, n, &labels, Params { k, eps, g: 10.0 });
+            let scale = hand.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(scale > 1e-6, "trial {trial}: trivial gradient");
+            assert_close(
+                &g_auto,
+                &hand,
+                1e-9 * scale.max(1.0),
+                &format!("trial {trial}: autodiff vs §1.5"),
+            );
+            assert_close(
+                &g_auto,
+                &fd,
+                1e-6 * scale.max(1.0),
+                &format!("trial {trial} {kernel:?}: autodiff vs surrogate FD"),
+            );
+        }
+    }
+}
+
+/// Runs `cfg` with both kernels on embeddings `z` (`n × d`): total, terms, ∂L/∂z, and on
+/// `S = F Fᵀ`: ∂L/∂S. Returns the largest relative difference seen and the fused gradient.
+fn fused_vs_graph(
+    cfg: &ContextualConfig,
+    z: &[f64],
+    n: usize,
+    d: usize,
+    labels: &[i64],
+    dtype: DType,
+) -> (f64, Vec<f64>) {
+    let mut worst = 0.0f64;
+    let rel = |a: f64, b: f64, what: &str| {
+        assert!(a.is_finite() && b.is_finite(), "{what}: {a} vs {b}");
+        (a - b).abs() / b.abs().max(1e-3)
+    };
+    let run = |kernel: Kernel, on_s: bool| {
+        let loss = ContextualConfig {
+            kernel,
+            ..cfg.clone()
+        }
+        .init()
+        .unwrap();
+        let x = tensor(z, [n, d], dtype).require_grad();
+        if on_s {
+            let f = l2_normalize(x.clone(), 1e-12).detach().require_grad();
+            let s = f.clone().matmul(f.transpose()).detach().require_grad();
+            let out = loss.forward_similarity(s.clone(), labels).unwrap();
+            let terms: Vec<f64> = out.terms.iter().map(|(_, v)| scalar(v.clone())).collect();
+            let g = to_vec(s.grad(&out.total.clone().backward()).unwrap());
+            (scalar(out.total), terms, g)
+        } else {
+            let out = loss.forward(x.clone(), labels).unwrap();
+            let terms: Vec<f64> = out.terms.iter().map(|(_, v)| scalar(v.clone())).collect();
+            let g = to_vec(x.grad(&out.total.clone().backward()).unwrap());
+            (scalar(out.total), terms, g)
+        }
+    };
+    let mut fused_grad = Vec::new();
+    for on_s in [false, true] {
+        let (lf, tf, gf) = run(Kernel::Fused, on_s);
+        let (lg, tg, gg) = run(Kernel::Graph, on_s);
+        worst = worst.max(rel(lf, lg, "total"));
+        for (a, b) in tf.iter().zip(&tg) {
+            worst = worst.max(rel(*a, *b, "term"));
+        }
+        let scale = gg.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+        let g_err = gf
+            .iter()
+            .zip(&gg)
+            .map(|(a, b)| {
+                assert!(a.is_finite(), "non-finite fused gradient");
+                (a - b).abs() / scale
+            })
+            .fold(0.0, f64::max);
+        worst = worst.max(g_err);
+        if !on_s {
+            fused_grad = gf;
+        }
+    }
+    (worst, fused_grad)
+}
+
+#[test]
+fn contextual_fused_kernel_matches_the_graph_form() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // (classes, per class, d, k, eps, convention): small and paper-sized batches, large
+    // classes (dense Y), k from 2 to 8, ε = 0 (only exact ties widen a neighbourhood) to 0.3.
+    let cases = [
+        (3, 4, 3, 4, 0.05, Convention::P256),
+        (32, 4, 16, 4, 0.05, Convention::P256),
+        (16, 8, 8, 8, 0.05, Convention::P256),
+        (24, 4, 32, 2, 0.0, Convention::P256),
+        (20, 5, 8, 3, 0.3, Convention::P224),
+        (2, 48, 8, 4, 0.05, Convention::P256),
+        (5, 20, 4, 6, 0.1, Convention::P224),
+    ];
+    for (case, &(classes, per_class, d, k, eps, convention)) in cases.iter().enumerate() {
+        let n = classes * per_class;
+        let (mut z, labels) = clustered_batch(&mut rng, classes, per_class, d);
+        // Exact duplicates tie at every threshold they meet.
+        let (src, dst) = (1, n - 1);
+        for j in 0..d {
+            z[dst * d + j] = z[src * d + j];
+        }
         let cfg = ContextualConfig {
             k,
             eps,
-            lambda: 1.0,
-            gamma: 0.0,
+            convention,
+            lambda: if convention == Convention::P224 {
+                0.2
+            } else {
+                0.4
+            },
             ..ContextualConfig::default()
         };
-        let st = f64_tensor(&s, [n, n]).require_grad();
-        let out = cfg
-            .init()
-            .unwrap()
-            .forward_similarity(st.clone(), &labels)
-            .unwrap();
-        let l_auto = scalar(out.total.clone());
-        let g_auto = to_vec(st.grad(&out.total.backward()).unwrap());
-
-        let c = ctx_forward(&s, n, &labels, Params { k, eps, g: 10.0 }, None, None);
+        let (err64, grad) = fused_vs_graph(&cfg, &z, n, d, &labels, DType::F64);
         assert!(
-            (l_auto - c.lctx).abs() < 1e-12,
-            "trial {trial}: L {l_auto} vs {}",
-            c.lctx
+            err64 < 1e-10,
+            "case {case} (n {n}, k {k}, ε {eps}): f64 difference {err64:e}"
         );
-        let hand = ctx_backward(&c, &s, n, &labels, 10.0);
-        let fd = ctx_surrogate_fd(&s, n, &labels, Params { k, eps, g: 10.0 });
-        let scale = hand.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        assert!(scale > 1e-6, "trial {trial}: trivial gradient");
-        assert_close(
-            &g_auto,
-            &hand,
-            1e-9 * scale.max(1.0),
-            &format!("trial {trial}: autodiff vs §1.5"),
+        assert!(
+            grad.iter().any(|v| v.abs() > 1e-9),
+            "case {case}: trivial gradient"
         );
-        assert_close(
-            &g_auto,
-            &fd,
-            1e-6 * scale.max(1.0),
-            &format!("trial {trial}: autodiff vs surrogate FD"),
+        let (err32, _) = fused_vs_graph(&cfg, &z, n, d, &labels, DType::F32);
+        assert!(
+            err32 < 2e-4,
+            "case {case} (n {n}, k {k}, ε {eps}): f32 difference {err32:e}"
         );
     }
+}
+
+#[test]
+fn contextual_fused_kernel_falls_back_on_dense_neighbourhoods() {
+    // 80 points within a few degrees: every neighbourhood is the whole batch, so the fused
+    // kernel hands over to the graph form (and the §9.1 guard keeps both finite).
+    let n = 80;
+    let z: Vec<f64> = (0..n)
+        .flat_map(|i| {
+            let t = (i as f64 * 0.05).to_radians();
+            [t.cos(), t.sin(), 0.0]
+        })
+        .collect();
+    let labels: Vec<i64> = (0..n as i64).map(|i| i / 4).collect();
+    let (err, grad) = fused_vs_graph(&ContextualConfig::default(), &z, n, 3, &labels, DType::F64);
+    assert!(err < 1e-12, "difference {err:e}");
+    assert!(grad.iter().all(|v| v.is_finite()));
 }
 
 #[test]
