@@ -287,7 +287,7 @@ impl ContextualLoss {
             x.clone().detach().try_into_vec_as::<T>().map_err(|e| {
                 LossError::Invalid(format!("contextual: cannot read the batch: {e:?}"))
             })?;
-        if let Some(e) = host.iter().position(|v| !v.to_f64().is_finite()) {
+        if let Some(e) = host.iter().position(|v| !v.as_f64().is_finite()) {
             return Err(match input {
                 FusedInput::Similarity => non_finite_row(e / d),
                 FusedInput::Embeddings => non_finite_embeddings("contextual", e / d),

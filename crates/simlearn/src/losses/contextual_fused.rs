@@ -27,30 +27,55 @@
 
 use rayon::prelude::*;
 
+/// Batches from this size on run the kernel's row loops on the rayon pool; smaller ones run
+/// them on the calling thread, where waking the pool costs more than the work.
+const PARALLEL_FROM: usize = 192;
+
+/// Rows per parallel task: all of them (no split) below [`PARALLEL_FROM`].
+fn min_len(n: usize) -> usize {
+    if n < PARALLEL_FROM {
+        n.max(1)
+    } else {
+        1
+    }
+}
+
+/// Runs `f` on a rayon worker (batches of [`PARALLEL_FROM`] or more). A parallel iterator started from a thread outside the pool
+/// hands its work over and sleeps until it is done, paying two cross-thread wake-ups per
+/// iterator (about 0.3 ms each on the 2-core VMs measured); from a worker the same iterators
+/// split without blocking, so the kernel's dozen parallel stages pay that once.
+fn on_pool<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
+    if n < PARALLEL_FROM || rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// Host element types the kernel reads `S` as and writes `G` in.
-pub(crate) trait HostFloat: Copy + Send + Sync + Default + 'static {
+pub(crate) trait HostFloat: num_traits::Float + Send + Sync + Default + 'static {
     /// Whether the graph form would round every intermediate to f32.
     const F32_ROUNDING: bool;
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
+    fn as_f64(self) -> f64;
+    fn of_f64(v: f64) -> Self;
 }
 
 impl HostFloat for f32 {
     const F32_ROUNDING: bool = true;
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         f64::from(self)
     }
-    fn from_f64(v: f64) -> Self {
+    fn of_f64(v: f64) -> Self {
         v as f32
     }
 }
 
 impl HostFloat for f64 {
     const F32_ROUNDING: bool = false;
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         self
     }
-    fn from_f64(v: f64) -> Self {
+    fn of_f64(v: f64) -> Self {
         v
     }
 }
@@ -181,11 +206,13 @@ impl Rows {
 type SparseRow = Vec<(u32, f64)>;
 
 /// Sparse accumulator: a dense row of values plus the list of touched columns, reset in
-/// `O(touched)`.
+/// `O(touched)`. The list is appended to without a branch (each column enters it at most
+/// once, so `n` slots suffice, plus one for the write past the last): whether a column is new is data-dependent and would mispredict.
 struct Spa {
     val: Vec<f64>,
     seen: Vec<bool>,
-    touched: Vec<u32>,
+    list: Vec<u32>,
+    len: usize,
 }
 
 impl Spa {
@@ -193,16 +220,16 @@ impl Spa {
         Self {
             val: vec![0.0; n],
             seen: vec![false; n],
-            touched: Vec::new(),
+            list: vec![0; n + 1],
+            len: 0,
         }
     }
 
     fn add(&mut self, j: u32, v: f64) {
         let ju = j as usize;
-        if !self.seen[ju] {
-            self.seen[ju] = true;
-            self.touched.push(j);
-        }
+        self.list[self.len] = j;
+        self.len += usize::from(!self.seen[ju]);
+        self.seen[ju] = true;
         self.val[ju] += v;
     }
 
@@ -210,12 +237,16 @@ impl Spa {
         self.val[j as usize]
     }
 
+    fn touched(&self) -> &[u32] {
+        &self.list[..self.len]
+    }
+
     fn clear(&mut self) {
-        for &j in &self.touched {
+        for &j in &self.list[..self.len] {
             self.val[j as usize] = 0.0;
             self.seen[j as usize] = false;
         }
-        self.touched.clear();
+        self.len = 0;
     }
 }
 
@@ -223,14 +254,16 @@ impl Spa {
 /// columns of `A`: `O(Σ_{l ∈ N(i)} |column l|)` instead of one list intersection per entry.
 struct Overlap {
     count: Vec<u32>,
-    touched: Vec<u32>,
+    list: Vec<u32>,
+    len: usize,
 }
 
 impl Overlap {
     fn new(n: usize) -> Self {
         Self {
             count: vec![0; n],
-            touched: Vec::new(),
+            list: vec![0; n + 1],
+            len: 0,
         }
     }
 
@@ -238,9 +271,8 @@ impl Overlap {
         for &l in a.row(i) {
             for &j in at.row(l as usize) {
                 let c = &mut self.count[j as usize];
-                if *c == 0 {
-                    self.touched.push(j);
-                }
+                self.list[self.len] = j;
+                self.len += usize::from(*c == 0);
                 *c += 1;
             }
         }
@@ -251,15 +283,20 @@ impl Overlap {
     }
 
     fn clear(&mut self) {
-        for &j in &self.touched {
+        for &j in &self.list[..self.len] {
             self.count[j as usize] = 0;
         }
-        self.touched.clear();
+        self.len = 0;
     }
 }
 
-/// The `k`-th and `h`-th smallest of `values` (1-based, `h ≤ k ≤ values.len()`).
-fn kth_and_hth_smallest(values: &[f64], k: usize, h: usize, scratch: &mut Vec<f64>) -> (f64, f64) {
+/// The `k`-th and `h`-th smallest of `values` (1-based, `h ≤ k ≤ values.len()`, no NaN).
+fn kth_and_hth_smallest<T: HostFloat>(
+    values: &[T],
+    k: usize,
+    h: usize,
+    scratch: &mut Vec<T>,
+) -> (T, T) {
     scratch.clear();
     if k <= INSERTION_K {
         for &v in values {
@@ -275,9 +312,10 @@ fn kth_and_hth_smallest(values: &[f64], k: usize, h: usize, scratch: &mut Vec<f6
         (scratch[k - 1], scratch[h - 1])
     } else {
         scratch.extend_from_slice(values);
-        let (_, d_k, _) = scratch.select_nth_unstable_by(k - 1, f64::total_cmp);
+        let cmp = |x: &T, y: &T| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal);
+        let (_, d_k, _) = scratch.select_nth_unstable_by(k - 1, cmp);
         let d_k = *d_k;
-        let (_, d_h, _) = scratch[..k].select_nth_unstable_by(h - 1, f64::total_cmp);
+        let (_, d_h, _) = scratch[..k].select_nth_unstable_by(h - 1, cmp);
         (d_k, *d_h)
     }
 }
@@ -302,12 +340,13 @@ pub(crate) fn hybrid<T: HostFloat>(
     labels: &[i64],
     p: Params,
 ) -> Option<Fused<T>> {
+    on_pool(n, || hybrid_on_pool(s, n, labels, p))
+}
+
+fn hybrid_on_pool<T: HostFloat>(s: &[T], n: usize, labels: &[i64], p: Params) -> Option<Fused<T>> {
     debug_assert_eq!(s.len(), n * n);
     debug_assert_eq!(labels.len(), n);
     let round = |v: f64| if T::F32_ROUNDING { v as f32 as f64 } else { v };
-    let eps = round(p.eps);
-    let mp = round(p.pos_margin);
-    let mn = round(p.neg_margin);
     let (k, h) = (p.k, p.k / 2);
     let nf = n as f64;
     let nn = nf * nf;
@@ -338,30 +377,34 @@ pub(crate) fn hybrid<T: HostFloat>(
     // Dense read: D = max(0, 2 − 2S), x = ε − D, thresholds −d⁽ᵏ⁾, −d⁽ʰ⁾, the masks
     // A = 1[x ≥ −d⁽ᵏ⁾], B = 1[x ≥ −d⁽ʰ⁾], and the contrastive / regulariser sums (every entry
     // counted as a negative in branch-free lanes, then the few same-class entries corrected).
+    let (two, zero) = (T::of_f64(2.0), T::zero());
+    let eps_t = T::of_f64(p.eps);
+    let (mp_t, mn_t) = (T::of_f64(p.pos_margin), T::of_f64(p.neg_margin));
     let passes: Vec<RowPass> = (0..n)
         .into_par_iter()
+        .with_min_len(min_len(n))
         .map_init(
-            || (vec![0.0f64; n], Vec::new()),
+            || (vec![zero; n], Vec::new()),
             |(d_row, scratch), i| {
                 let s_row = &s[i * n..(i + 1) * n];
+                // In T's own arithmetic, the operations of the graph form:
+                // `(S·(−2) + 2).clamp_min(0)`, `−D + ε`, `S − m⁻`, `−S + m⁺`.
                 for (d, &sv) in d_row.iter_mut().zip(s_row) {
-                    *d = round(2.0 - 2.0 * sv.to_f64()).max(0.0);
+                    *d = (two - two * sv).max(zero);
                 }
                 let mut lanes = [[0.0f64; 4]; 3];
                 let mut chunks = s_row.chunks_exact(4);
                 for chunk in &mut chunks {
                     for (l, &sv) in chunk.iter().enumerate() {
-                        let sv = sv.to_f64();
-                        let t = round(sv - mn).max(0.0);
-                        lanes[0][l] += sv;
+                        let t = (sv - mn_t).max(zero).as_f64();
+                        lanes[0][l] += sv.as_f64();
                         lanes[1][l] += t;
                         lanes[2][l] += if t > 0.0 { 1.0 } else { 0.0 };
                     }
                 }
                 for &sv in chunks.remainder() {
-                    let sv = sv.to_f64();
-                    let t = round(sv - mn).max(0.0);
-                    lanes[0][0] += sv;
+                    let t = (sv - mn_t).max(zero).as_f64();
+                    lanes[0][0] += sv.as_f64();
                     lanes[1][0] += t;
                     lanes[2][0] += if t > 0.0 { 1.0 } else { 0.0 };
                 }
@@ -376,20 +419,21 @@ pub(crate) fn hybrid<T: HostFloat>(
                     s_sum: lane_sum(lanes[0]),
                 };
                 for &j in members(i) {
-                    let sv = s_row[j as usize].to_f64();
-                    let t = round(sv - mn).max(0.0);
+                    let sv = s_row[j as usize];
+                    let t = (sv - mn_t).max(zero).as_f64();
                     out.neg_sum -= t;
                     out.neg_count -= usize::from(t > 0.0);
-                    let t = round(mp - sv).max(0.0);
+                    let t = (mp_t - sv).max(zero).as_f64();
                     out.pos_sum += t;
                     out.pos_count += usize::from(t > 0.0);
                 }
                 let (d_k, d_h) = kth_and_hth_smallest(d_row, k, h, scratch);
+                let (t_a, t_b) = (-d_k, -d_h);
                 for (j, &d) in d_row.iter().enumerate() {
-                    let x = round(eps - d);
-                    if x >= -d_k {
+                    let x = eps_t - d;
+                    if x >= t_a {
                         out.a.push(j as u32);
-                        if x >= -d_h {
+                        if x >= t_b {
                             out.b.push(j as u32);
                         }
                     }
@@ -424,19 +468,22 @@ pub(crate) fn hybrid<T: HostFloat>(
 
     // M = ½(P + Q): P_ij = O_ij / |N(i)|, Q_ij = (n − |N(i)| − |N(j)| + O_ij) / |N̄(i)|, 0
     // when |N̄(i)| = 0 (§9.1), with O_ij = |N(i) ∩ N(j)| (row i of O loaded in `overlap`).
+    // Reciprocals, as multiplications are several times cheaper than divisions.
+    let inv_a: Vec<f64> = a_count.iter().map(|c| 1.0 / c).collect();
+    let inv_abar: Vec<f64> = abar
+        .iter()
+        .map(|&c| if c > 0.5 { 1.0 / c.max(1.0) } else { 0.0 })
+        .collect();
     let m_at = |i: usize, j: usize, overlap: &Overlap| -> f64 {
         let o = overlap.get(j);
-        let pv = round(o / a_count[i]);
-        let qv = if abar[i] > 0.5 {
-            round((nf - a_count[i] - a_count[j] + o) / abar[i].max(1.0))
-        } else {
-            0.0
-        };
+        let pv = round(o * inv_a[i]);
+        let qv = round((nf - a_count[i] - a_count[j] + o) * inv_abar[i]);
         round(0.5 * round(pv + qv))
     };
     // W̃ = M ⊙ A, stored along A's entries.
     let wt: Vec<f64> = (0..n)
         .into_par_iter()
+        .with_min_len(min_len(n))
         .map_init(
             || Overlap::new(n),
             |overlap, i| {
@@ -471,6 +518,8 @@ pub(crate) fn hybrid<T: HostFloat>(
     let w_hat = Rows::valued(
         (0..n)
             .into_par_iter()
+            .with_min_len(min_len(n))
+            .with_min_len(min_len(n))
             .map_init(
                 || Spa::new(n),
                 |spa, i| {
@@ -481,7 +530,7 @@ pub(crate) fn hybrid<T: HostFloat>(
                         }
                     }
                     let row = spa
-                        .touched
+                        .touched()
                         .iter()
                         .map(|&l| (l, round(spa.get(l) / r_count[i])))
                         .collect();
@@ -498,6 +547,7 @@ pub(crate) fn hybrid<T: HostFloat>(
     // g_r_i = −Σ_l G_W_il Ŵ_il / r_i.
     let per_row: Vec<(SparseRow, f64, f64)> = (0..n)
         .into_par_iter()
+        .with_min_len(min_len(n))
         .map_init(
             || Spa::new(n),
             |spa, i| {
@@ -511,9 +561,9 @@ pub(crate) fn hybrid<T: HostFloat>(
                     spa.add(j, 0.0);
                 }
                 let mut l_row = 0.0;
-                let mut gv = Vec::with_capacity(spa.touched.len());
-                for t in 0..spa.touched.len() {
-                    let j = spa.touched[t];
+                let mut gv = Vec::with_capacity(spa.len);
+                for t in 0..spa.len {
+                    let j = spa.list[t];
                     let ju = j as usize;
                     if ju == i {
                         spa.val[ju] = 0.0;
@@ -542,6 +592,7 @@ pub(crate) fn hybrid<T: HostFloat>(
     // G_R_ij = Σ_l G_V_il W̃_jl + g_r_i, needed where B_ij = 1 or B_ji = 1 (rows sorted by j).
     let g_r_rows: Vec<Vec<(u32, f64)>> = (0..n)
         .into_par_iter()
+        .with_min_len(min_len(n))
         .map_init(
             || Spa::new(n),
             |spa, i| {
@@ -575,6 +626,7 @@ pub(crate) fn hybrid<T: HostFloat>(
     // G_W̃ on A's support for the products below.
     let gwt_rows: Vec<(SparseRow, Vec<f64>)> = (0..n)
         .into_par_iter()
+        .with_min_len(min_len(n))
         .map_init(
             || (Spa::new(n), Overlap::new(n)),
             |(spa, overlap), j| {
@@ -586,7 +638,7 @@ pub(crate) fn hybrid<T: HostFloat>(
                     }
                 }
                 let direct = spa
-                    .touched
+                    .touched()
                     .iter()
                     .map(|&l| (l, spa.get(l) * m_at(j, l as usize, overlap)))
                     .collect();
@@ -640,51 +692,55 @@ pub(crate) fn hybrid<T: HostFloat>(
     // B_ji (G_R_ij + G_R_ji), the product O = A Aᵀ (G_A += (G_O + G_Oᵀ) A) and g_a; then
     // ∂L/∂S = 2·gain·1[2 − 2S ≥ 0]·(G_A + G_B) + contrastive + regulariser.
     let mut grad = vec![T::default(); n * n];
-    grad.par_chunks_mut(n).enumerate().for_each_init(
-        || Spa::new(n),
-        |spa, (i, out)| {
-            for &(l, v) in &direct_rows[i] {
-                spa.add(l, v);
-            }
-            for &j in bt.row(i) {
-                spa.add(j, g_r_at(i, j) + g_r_at(j as usize, i as u32));
-            }
-            for e in a.range(i) {
-                let q = a.cols[e] as usize;
-                for &l in a.row(q) {
-                    spa.add(l, g_o[e]);
+    grad.par_chunks_mut(n)
+        .with_min_len(min_len(n))
+        .enumerate()
+        .for_each_init(
+            || Spa::new(n),
+            |spa, (i, out)| {
+                for &(l, v) in &direct_rows[i] {
+                    spa.add(l, v);
                 }
-            }
-            for t in at.range(i) {
-                let (p_row, e) = (at.cols[t] as usize, at_index[t] as usize);
-                for &l in a.row(p_row) {
-                    spa.add(l, g_o[e]);
+                for &j in bt.row(i) {
+                    spa.add(j, g_r_at(i, j) + g_r_at(j as usize, i as u32));
                 }
-            }
-            let base = g_a_row[i];
-            let s_row = &s[i * n..(i + 1) * n];
-            let ctx_part = |acc: f64, sv: f64| {
-                if sv <= 1.0 {
-                    two_gain * (acc + base)
-                } else {
-                    0.0
+                for e in a.range(i) {
+                    let q = a.cols[e] as usize;
+                    for &l in a.row(q) {
+                        spa.add(l, g_o[e]);
+                    }
                 }
-            };
-            // round(2 − 2s) ≥ 0 ⇔ s ≤ 1 and round(s − m⁻) ≥ 0 ⇔ s ≥ m⁻ (exact signs).
-            for ((o, &sv), &acc) in out.iter_mut().zip(s_row).zip(&spa.val) {
-                let sv = sv.to_f64();
-                let neg = if sv >= mn { g_neg } else { 0.0 };
-                *o = T::from_f64(ctx_part(acc, sv) + neg + g_reg);
-            }
-            for &j in members(i) {
-                let j = j as usize;
-                let sv = s_row[j].to_f64();
-                let pos = if sv <= mp { g_pos } else { 0.0 };
-                out[j] = T::from_f64(ctx_part(spa.val[j], sv) + pos + g_reg);
-            }
-            spa.clear();
-        },
-    );
+                for t in at.range(i) {
+                    let (p_row, e) = (at.cols[t] as usize, at_index[t] as usize);
+                    for &l in a.row(p_row) {
+                        spa.add(l, g_o[e]);
+                    }
+                }
+                let base = g_a_row[i];
+                let s_row = &s[i * n..(i + 1) * n];
+                let one = T::one();
+                let ctx_part = |acc: f64, sv: T| {
+                    if sv <= one {
+                        two_gain * (acc + base)
+                    } else {
+                        0.0
+                    }
+                };
+                // 2 − 2s ≥ 0 ⇔ s ≤ 1, s − m⁻ ≥ 0 ⇔ s ≥ m⁻, m⁺ − s ≥ 0 ⇔ s ≤ m⁺ (exact in T:
+                // a difference of two floats is zero only when they are equal).
+                for ((o, &sv), &acc) in out.iter_mut().zip(s_row).zip(&spa.val) {
+                    let neg = if sv >= mn_t { g_neg } else { 0.0 };
+                    *o = T::of_f64(ctx_part(acc, sv) + neg + g_reg);
+                }
+                for &j in members(i) {
+                    let j = j as usize;
+                    let sv = s_row[j];
+                    let pos = if sv <= mp_t { g_pos } else { 0.0 };
+                    out[j] = T::of_f64(ctx_part(spa.val[j], sv) + pos + g_reg);
+                }
+                spa.clear();
+            },
+        );
 
     let total = p.w_ctx * ctx + p.w_con * con + p.w_reg * reg;
     Some(Fused {
@@ -733,12 +789,16 @@ fn gemm_into<T: HostFloat>(
             rhs.as_ptr(),
             rhs_cs as isize,
             rhs_rs as isize,
-            T::from_f64(0.0),
-            T::from_f64(1.0),
+            T::of_f64(0.0),
+            T::of_f64(1.0),
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            if m < PARALLEL_FROM {
+                gemm::Parallelism::None
+            } else {
+                gemm::Parallelism::Rayon(0)
+            },
         );
     }
 }
@@ -756,21 +816,38 @@ pub(crate) fn hybrid_from_embeddings<T: HostFloat>(
     norm_eps: f64,
     p: Params,
 ) -> Option<Fused<T>> {
+    on_pool(n, || {
+        hybrid_from_embeddings_on_pool(z, n, d, labels, norm_eps, p)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn hybrid_from_embeddings_on_pool<T: HostFloat>(
+    z: &[T],
+    n: usize,
+    d: usize,
+    labels: &[i64],
+    norm_eps: f64,
+    p: Params,
+) -> Option<Fused<T>> {
     debug_assert_eq!(z.len(), n * d);
     let q: Vec<f64> = z
         .par_chunks(d)
+        .with_min_len(min_len(n))
         .map(|row| {
-            let sq: f64 = row.iter().map(|v| v.to_f64() * v.to_f64()).sum();
+            let sq: f64 = row.iter().map(|v| v.as_f64() * v.as_f64()).sum();
             (sq + norm_eps).sqrt()
         })
         .collect();
     let mut f = vec![T::default(); n * d];
     f.par_chunks_mut(d)
+        .with_min_len(min_len(n))
         .zip(z.par_chunks(d))
         .zip(&q)
         .for_each(|((fr, zr), &qi)| {
+            let inv = 1.0 / qi;
             for (o, v) in fr.iter_mut().zip(zr) {
-                *o = T::from_f64(v.to_f64() / qi);
+                *o = T::of_f64(v.as_f64() * inv);
             }
         });
     let mut s = vec![T::default(); n * n];
@@ -783,6 +860,7 @@ pub(crate) fn hybrid_from_embeddings<T: HostFloat>(
     let mut g_sym = vec![T::default(); n * n];
     g_sym
         .par_chunks_mut(TILE * n)
+        .with_min_len(min_len(n).div_ceil(TILE))
         .enumerate()
         .for_each(|(bi, block)| {
             let i0 = bi * TILE;
@@ -793,7 +871,7 @@ pub(crate) fn hybrid_from_embeddings<T: HostFloat>(
                     let i = i0 + di;
                     for j in j0..j1 {
                         block[di * n + j] =
-                            T::from_f64(g[i * n + j].to_f64() + g[j * n + i].to_f64());
+                            T::of_f64(g[i * n + j].as_f64() + g[j * n + i].as_f64());
                     }
                 }
             }
@@ -803,17 +881,18 @@ pub(crate) fn hybrid_from_embeddings<T: HostFloat>(
     gemm_into(&mut g_f, n, d, n, &g_sym, (n, 1), &f, (d, 1));
     drop(g_sym);
     g_f.par_chunks_mut(d)
+        .with_min_len(min_len(n))
         .zip(z.par_chunks(d))
         .zip(&q)
         .for_each(|((gr, zr), &qi)| {
             let dot: f64 = gr
                 .iter()
                 .zip(zr)
-                .map(|(g, v)| g.to_f64() * v.to_f64())
+                .map(|(g, v)| g.as_f64() * v.as_f64())
                 .sum();
-            let q3 = qi * qi * qi;
+            let (inv, along) = (1.0 / qi, dot / (qi * qi * qi));
             for (g, v) in gr.iter_mut().zip(zr) {
-                *g = T::from_f64(g.to_f64() / qi - v.to_f64() * dot / q3);
+                *g = T::of_f64(g.as_f64() * inv - v.as_f64() * along);
             }
         });
     out.grad = g_f;
