@@ -1070,6 +1070,10 @@ fn contextual_config_serde_defaults_and_round_trip() {
     assert_eq!(back, cfg);
     assert!(toml::from_str::<ContextualConfig>("kk = 3").is_err());
     assert_eq!(ContextualConfig::default().weights(), (0.4, 0.5, 0.1));
+    assert_eq!(cfg.kernel, Kernel::Fused);
+    let graph: ContextualConfig = toml::from_str("kernel = \"graph\"").unwrap();
+    assert_eq!(graph.kernel, Kernel::Graph);
+    assert!(toml::from_str::<ContextualConfig>("kernel = \"gpu\"").is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
