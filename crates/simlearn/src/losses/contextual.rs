@@ -351,20 +351,27 @@ impl ClassLoss for ContextualLoss {
     }
 
     fn forward(&self, embeddings: Tensor<2>, labels: &[i64]) -> Result<LossOutput, LossError> {
-        if self.config.kernel == Kernel::Fused {
+        let fused = self.config.kernel == Kernel::Fused;
+        let n = if fused {
+            // Finiteness is checked on the host copy the kernel reads anyway.
             let [n, d] = embeddings.dims();
             check_class_shape("contextual", n, d, labels)?;
-            self.check_batch_size(n)?;
+            n
+        } else {
+            check_class_batch("contextual", &embeddings, labels)?.0
+        };
+        self.check_batch_size(n)?;
+        if fused {
             if let Some(out) = self.forward_fused(&embeddings, labels, FusedInput::Embeddings)? {
                 return Ok(out);
             }
-            let f = l2_normalize(embeddings, NORMALIZE_EPS);
-            return self.forward_graph(f.clone().matmul(f.transpose()), labels);
         }
-        let (n, _) = check_class_batch("contextual", &embeddings, labels)?;
-        self.check_batch_size(n)?;
         let f = l2_normalize(embeddings, NORMALIZE_EPS);
         let s = f.clone().matmul(f.transpose());
+        if fused {
+            // Dense neighbourhoods: S is already validated, so go straight to the graph form.
+            return self.forward_graph(s, labels);
+        }
         self.forward_similarity(s, labels)
     }
 }

@@ -250,43 +250,14 @@ impl Spa {
     }
 }
 
-/// Row `i` of the overlap counts `O = A Aᵀ` (`O_ij = |N(i) ∩ N(j)|`), scattered through the
-/// columns of `A`: `O(Σ_{l ∈ N(i)} |column l|)` instead of one list intersection per entry.
-struct Overlap {
-    count: Vec<u32>,
-    list: Vec<u32>,
-    len: usize,
-}
-
-impl Overlap {
-    fn new(n: usize) -> Self {
-        Self {
-            count: vec![0; n],
-            list: vec![0; n + 1],
-            len: 0,
+/// Loads row `i` of the overlap counts `O = A Aᵀ` (`O_ij = |N(i) ∩ N(j)|`) into `spa`,
+/// scattered through the columns of `A`: `O(Σ_{l ∈ N(i)} |column l|)` instead of one list
+/// intersection per entry.
+fn load_overlap(spa: &mut Spa, a: &Rows, at: &Rows, i: usize) {
+    for &l in a.row(i) {
+        for &j in at.row(l as usize) {
+            spa.add(j, 1.0);
         }
-    }
-
-    fn load(&mut self, a: &Rows, at: &Rows, i: usize) {
-        for &l in a.row(i) {
-            for &j in at.row(l as usize) {
-                let c = &mut self.count[j as usize];
-                self.list[self.len] = j;
-                self.len += usize::from(*c == 0);
-                *c += 1;
-            }
-        }
-    }
-
-    fn get(&self, j: usize) -> f64 {
-        f64::from(self.count[j])
-    }
-
-    fn clear(&mut self) {
-        for &j in &self.list[..self.len] {
-            self.count[j as usize] = 0;
-        }
-        self.len = 0;
     }
 }
 
@@ -474,8 +445,8 @@ fn hybrid_on_pool<T: HostFloat>(s: &[T], n: usize, labels: &[i64], p: Params) ->
         .iter()
         .map(|&c| if c > 0.5 { 1.0 / c.max(1.0) } else { 0.0 })
         .collect();
-    let m_at = |i: usize, j: usize, overlap: &Overlap| -> f64 {
-        let o = overlap.get(j);
+    let m_at = |i: usize, j: usize, overlap: &Spa| -> f64 {
+        let o = overlap.get(j as u32);
         let pv = round(o * inv_a[i]);
         let qv = round((nf - a_count[i] - a_count[j] + o) * inv_abar[i]);
         round(0.5 * round(pv + qv))
@@ -485,9 +456,9 @@ fn hybrid_on_pool<T: HostFloat>(s: &[T], n: usize, labels: &[i64], p: Params) ->
         .into_par_iter()
         .with_min_len(min_len(n))
         .map_init(
-            || Overlap::new(n),
+            || Spa::new(n),
             |overlap, i| {
-                overlap.load(&a, &at, i);
+                load_overlap(overlap, &a, &at, i);
                 let row: Vec<f64> = a
                     .row(i)
                     .iter()
@@ -628,9 +599,9 @@ fn hybrid_on_pool<T: HostFloat>(s: &[T], n: usize, labels: &[i64], p: Params) ->
         .into_par_iter()
         .with_min_len(min_len(n))
         .map_init(
-            || (Spa::new(n), Overlap::new(n)),
+            || (Spa::new(n), Spa::new(n)),
             |(spa, overlap), j| {
-                overlap.load(&a, &at, j);
+                load_overlap(overlap, &a, &at, j);
                 for &i in r.row(j) {
                     let i = i as usize;
                     for e in g_v.range(i) {
@@ -821,7 +792,6 @@ pub(crate) fn hybrid_from_embeddings<T: HostFloat>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn hybrid_from_embeddings_on_pool<T: HostFloat>(
     z: &[T],
     n: usize,
