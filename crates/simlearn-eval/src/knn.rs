@@ -28,11 +28,13 @@
 //! only tiles `(I, J)` with `J ≥ I` are computed, and an off-diagonal tile feeds both the top-k of
 //! its rows (block `I`) and, transposed, of its columns (block `J`). This halves the GEMM work.
 
+#[path = "knn_kernel.rs"]
+mod kernel;
+
 use crate::{EvalError, Matrix};
+use kernel::{MR, NR, PANEL};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Mutex;
 
@@ -130,8 +132,13 @@ impl Neighbours {
 /// share of the GEMM work finished, expressed in queries.
 pub type Progress<'a> = Option<&'a (dyn Fn(usize, usize) + Sync)>;
 
-/// Gallery rows per tile are chosen so that a tile holds about this many scores (32 MiB of f32).
+/// Gallery rows per tile are chosen so that a tile holds about this many scores (32 MiB of f32,
+/// the portable path's score buffer).
 const TILE_ELEMS: usize = 8 << 20;
+
+/// Rows per leave-one-out block (at most; `block_rows` may ask for fewer). With the fused kernel
+/// a block's packed operand is `1024 · d · 4` bytes and no score tile is ever stored.
+const LOO_BLOCK: usize = 1024;
 
 /// Exact kNN of `queries` against a separate `gallery` (In-Shop style).
 ///
@@ -143,6 +150,16 @@ pub fn knn(
     gallery: &Matrix,
     cfg: &KnnConfig,
     progress: Progress<'_>,
+) -> Result<Neighbours, EvalError> {
+    knn_with(queries, gallery, cfg, progress, Engine::best())
+}
+
+fn knn_with(
+    queries: &Matrix,
+    gallery: &Matrix,
+    cfg: &KnnConfig,
+    progress: Progress<'_>,
+    engine: Engine,
 ) -> Result<Neighbours, EvalError> {
     check_set(queries, "query")?;
     check_set(gallery, "gallery")?;
@@ -164,38 +181,26 @@ pub fn knn(
     let q = Side::new(queries, cfg.similarity);
     let g = Side::new(gallery, cfg.similarity);
     check_range(&q, &g, cfg.similarity)?;
-    let b = cfg.block_rows.min(queries.rows());
-    // Gallery rows per tile: about TILE_ELEMS scores per tile, at least 256 rows so that GEMM
-    // stays efficient when block_rows is huge.
-    let c = (TILE_ELEMS / b).max(256).min(gallery.rows());
-    let mut tiles = Vec::new();
-    for i in (0..queries.rows()).step_by(b) {
-        for j in (0..gallery.rows()).step_by(c) {
-            tiles.push(Tile {
-                rows: i..(i + b).min(queries.rows()),
-                cols: j..(j + c).min(gallery.rows()),
-            });
-        }
-    }
-    run(
-        &q,
-        &g,
-        Mode::Separate,
-        b,
-        &tiles,
-        cfg,
-        queries.rows(),
-        progress,
-    )
+    run_separate(&q, &g, cfg, progress, engine)
 }
 
 /// Exact kNN with the query set equal to the gallery: item `i` never appears in its own list
 /// (excluded by index, never by distance, so exact duplicates of `i` are still found). Requires
-/// `1 ≤ k ≤ n − 1`. Only the upper triangle of tiles is computed (see the module docs).
+/// `1 ≤ k ≤ n − 1`. Only the upper triangle of the score matrix is computed (see the module
+/// docs).
 pub fn knn_leave_one_out(
     items: &Matrix,
     cfg: &KnnConfig,
     progress: Progress<'_>,
+) -> Result<Neighbours, EvalError> {
+    knn_leave_one_out_with(items, cfg, progress, Engine::best())
+}
+
+fn knn_leave_one_out_with(
+    items: &Matrix,
+    cfg: &KnnConfig,
+    progress: Progress<'_>,
+    engine: Engine,
 ) -> Result<Neighbours, EvalError> {
     check_set(items, "embedding")?;
     check_cfg(cfg)?;
@@ -209,21 +214,14 @@ pub fn knn_leave_one_out(
     }
     let s = Side::new(items, cfg.similarity);
     check_range(&s, &s, cfg.similarity)?;
-    let n = items.rows();
-    // At least ~4 row blocks per thread (but blocks of ≥ 256 rows), so that the upper triangle
-    // has enough tiles to keep every thread busy; results do not depend on the block size.
-    let per_thread = n.div_ceil(4 * rayon::current_num_threads()).max(256);
-    let b = cfg.block_rows.min(per_thread).min(n);
-    let mut tiles = Vec::new();
-    for i in (0..n).step_by(b) {
-        for j in (i..n).step_by(b) {
-            tiles.push(Tile {
-                rows: i..(i + b).min(n),
-                cols: j..(j + b).min(n),
-            });
-        }
-    }
-    run(&s, &s, Mode::LeaveOneOut, b, &tiles, cfg, n, progress)
+    run_loo(&s, cfg, progress, engine)
+}
+
+/// The score kernel this CPU uses: `"avx512-fused"` (a register-blocked AVX-512 GEMM with the
+/// top-k filter fused in, chosen at run time) or `"gemm-portable"` (the `gemm` crate's GEMM into
+/// a score tile, then a scan). Both give identical results; benchmarks report which one ran.
+pub fn kernel_name() -> &'static str {
+    Engine::best().name()
 }
 
 /// The exact f64 score used to rank neighbours; see the module docs for the formulas.
@@ -347,82 +345,172 @@ impl<'a> Side<'a> {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Separate,
-    LeaveOneOut,
+/// Which score kernel runs (results are identical; only speed differs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Engine {
+    /// The `gemm` crate's GEMM into a score tile, then a scan (every CPU).
+    Portable,
+    /// The fused AVX-512 micro-kernel with the filter in registers (`knn_kernel.rs`).
+    Fused,
 }
 
-struct Tile {
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
+impl Engine {
+    fn best() -> Self {
+        if kernel::available() {
+            Engine::Fused
+        } else {
+            Engine::Portable
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Portable => "gemm-portable",
+            Engine::Fused => "avx512-fused",
+        }
+    }
 }
 
-/// A heap entry; `Ord` makes the *worse* neighbour the greater one, so the max-heap's top is the
-/// current k-th best and the ascending sort is best first.
+/// A candidate neighbour: its approximate (GEMM) score and gallery index.
 #[derive(Clone, Copy)]
-struct Entry {
-    score: f64,
+struct Cand {
+    s: f32,
     idx: u32,
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> Ordering {
-        o.score.total_cmp(&self.score).then(self.idx.cmp(&o.idx))
-    }
+/// Candidate lists of one block of queries (rows `rows` of the query set).
+///
+/// A list keeps every gallery item whose GEMM score reached the row's threshold when it was
+/// offered. When it grows to `limit` entries it is pruned: with `a_k` the k-th largest GEMM score
+/// seen so far and `δ` the GEMM error bound, the exact top-k can only contain items with GEMM
+/// score `≥ a_k − 2δ` (k items have exact score `≥ a_k − δ`, and each GEMM score is within `δ` of
+/// its exact score), and `a_k` only grows, so everything below `a_k − 2δ` is dropped for good and
+/// becomes the new threshold. Exact scores are computed once, at the end, for the survivors.
+struct BlockState {
+    rows: std::ops::Range<usize>,
+    k: usize,
+    cand: Vec<Vec<Cand>>,
+    /// Per local row: GEMM scores below this cannot enter the top-k (`−∞` until the first
+    /// prune). `MR` extra `+∞` entries let the kernel read a full micro-tile past the last row.
+    thr: Vec<f32>,
+    /// Per local row: `2δ`.
+    slack: Vec<f64>,
+    /// Per local row: the list length that triggers the next prune.
+    limit: Vec<usize>,
 }
 
-/// Top-k state of one block of queries.
-struct BlockState {
-    heaps: Vec<BinaryHeap<Entry>>,
-    /// Per query: an f32 value such that any GEMM score below it cannot enter the top-k
-    /// (`−∞` while the heap is not full).
-    thr: Vec<f32>,
-    /// Per query: the GEMM error allowance subtracted from the k-th exact score.
-    delta: Vec<f64>,
+/// First prune point: twice k (at least k + 16), so that pruning costs O(1) per candidate.
+fn base_limit(k: usize) -> usize {
+    (2 * k).max(k + 16)
 }
 
 impl BlockState {
     fn new(rows: std::ops::Range<usize>, k: usize, delta: &[f64]) -> Self {
+        let m = rows.len();
+        let cap = base_limit(k);
+        let mut thr = vec![f32::NEG_INFINITY; m + MR];
+        thr[m..].fill(f32::INFINITY);
         Self {
-            heaps: rows
-                .clone()
-                .map(|_| BinaryHeap::with_capacity(k + 1))
-                .collect(),
-            thr: vec![f32::NEG_INFINITY; rows.len()],
-            delta: delta[rows].to_vec(),
+            cand: (0..m).map(|_| Vec::with_capacity(cap)).collect(),
+            thr,
+            slack: delta[rows.clone()].iter().map(|d| 2.0 * d).collect(),
+            limit: vec![cap; m],
+            rows,
+            k,
         }
     }
 
-    /// Offers gallery item `idx` with exact score `score` to local query `r`.
+    /// Offers gallery item `idx` with GEMM score `s` to local query `r`.
     #[inline]
-    fn offer(&mut self, r: usize, k: usize, entry: Entry) {
-        let heap = &mut self.heaps[r];
-        if heap.len() < k {
-            heap.push(entry);
-        } else {
-            let mut top = heap.peek_mut().expect("k ≥ 1");
-            if entry < *top {
-                *top = entry;
-            } else {
-                return;
+    fn push(&mut self, r: usize, s: f32, idx: u32) {
+        if s >= self.thr[r] {
+            let v = &mut self.cand[r];
+            v.push(Cand { s, idx });
+            if v.len() >= self.limit[r] {
+                self.prune(r);
             }
         }
-        if heap.len() == k {
-            let worst = heap.peek().expect("k ≥ 1").score;
-            self.thr[r] = f32_at_most(worst - self.delta[r]);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn prune(&mut self, r: usize) {
+        let k = self.k;
+        let v = &mut self.cand[r];
+        if v.len() <= k {
+            return;
         }
+        v.select_nth_unstable_by(k - 1, |a, b| b.s.total_cmp(&a.s));
+        let t = f32_at_most(v[k - 1].s as f64 - self.slack[r]);
+        if t > self.thr[r] {
+            self.thr[r] = t;
+        }
+        let t = self.thr[r];
+        v.retain(|c| c.s >= t);
+        // Many near-ties can keep a list long: move the next prune out so the work stays linear.
+        self.limit[r] = base_limit(k).max(2 * v.len());
+    }
+
+    /// Adds the candidates another part of the gallery produced for the same queries.
+    fn merge(&mut self, other: BlockState) {
+        for (r, list) in other.cand.into_iter().enumerate() {
+            self.thr[r] = self.thr[r].max(other.thr[r]);
+            for c in list {
+                self.push(r, c.s, c.idx);
+            }
+        }
+    }
+
+    /// Re-scores the survivors exactly and writes the top-k (exact score desc, index asc).
+    /// Returns false if a list holds fewer than k items (an internal error).
+    fn finish(
+        mut self,
+        q: &Side<'_>,
+        g: &Side<'_>,
+        sim: Similarity,
+        indices: &mut [u32],
+        scores: &mut [f32],
+    ) -> bool {
+        let k = self.k;
+        let mut exact: Vec<(f64, u32)> = Vec::new();
+        for r in 0..self.rows.len() {
+            self.prune(r);
+            let i = self.rows.start + r;
+            exact.clear();
+            exact.extend(
+                self.cand[r]
+                    .iter()
+                    .map(|c| (exact_pair(q, g, sim, i, c.idx as usize), c.idx)),
+            );
+            if exact.len() < k {
+                return false;
+            }
+            exact.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for (o, &(e, j)) in exact[..k].iter().enumerate() {
+                indices[r * k + o] = j;
+                scores[r * k + o] = e as f32;
+            }
+            self.cand[r] = Vec::new();
+        }
+        true
+    }
+}
+
+/// Same formulas as [`exact_score`], with the row norms precomputed by the same kernel.
+#[inline]
+fn exact_pair(q: &Side<'_>, g: &Side<'_>, sim: Similarity, i: usize, j: usize) -> f64 {
+    let (a, b) = (q.m.row(i), g.m.row(j));
+    match sim {
+        Similarity::Dot => dot_f64(a, b),
+        Similarity::Cosine => {
+            let den = q.norms[i] * g.norms[j];
+            if den > 0.0 {
+                dot_f64(a, b) / den
+            } else {
+                0.0
+            }
+        }
+        Similarity::SqEuclidean => -sqdist_f64(a, b),
     }
 }
 
@@ -459,112 +547,615 @@ fn deltas(side: &Side<'_>, other_max: f64, sim: Similarity) -> Vec<f64> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    q: &Side<'_>,
-    g: &Side<'_>,
-    mode: Mode,
-    b: usize,
-    tiles: &[Tile],
-    cfg: &KnnConfig,
-    n_queries: usize,
-    progress: Progress<'_>,
-) -> Result<Neighbours, EvalError> {
-    let k = cfg.k;
-    let sim = cfg.similarity;
-    let dq = deltas(q, g.max_norm, sim);
-    let states: Vec<Mutex<BlockState>> = (0..n_queries)
-        .step_by(b)
-        .map(|i| Mutex::new(BlockState::new(i..(i + b).min(n_queries), k, &dq)))
-        .collect();
-    let total_work: u64 = tiles
-        .iter()
-        .map(|t| (t.rows.len() * t.cols.len()) as u64)
-        .sum();
-    let done_work = AtomicU64::new(0);
-    let report = Mutex::new(0usize);
-    let d = q.m.cols();
+/// At most `nb` blocks over `n` rows; every block starts at a multiple of `MR` (so the packed
+/// operand of a block is whole micro-panels) and block sizes differ by at most one micro-panel.
+fn block_bounds(n: usize, nb: usize) -> Vec<std::ops::Range<usize>> {
+    let units = n.div_ceil(MR);
+    let nb = nb.clamp(1, units.max(1));
+    let (per, rem) = (units / nb, units % nb);
+    let mut out = Vec::with_capacity(nb);
+    let mut u0 = 0;
+    for b in 0..nb {
+        let u1 = u0 + per + usize::from(b < rem);
+        out.push(u0 * MR..(u1 * MR).min(n));
+        u0 = u1;
+    }
+    out
+}
 
-    // Scratch buffers are recycled through a pool: at most one per concurrently running tile,
-    // all freed when the search returns.
-    let pool: Mutex<Vec<TileBufs>> = Mutex::new(Vec::new());
-    tiles.par_iter().for_each(|t| {
-        let mut owned = pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .unwrap_or_default();
-        let bufs = &mut owned;
-        let (rows, cols) = (t.rows.clone(), t.cols.clone());
-        let (m, n) = (rows.len(), cols.len());
-        let lhs = bufs.operand(0, q, rows.clone(), sim);
-        let rhs = if mode == Mode::LeaveOneOut && rows == cols {
-            lhs
-        } else {
-            bufs.operand(1, g, cols.clone(), sim)
-        };
-        // `operand` hands out pointers into `bufs.norm[..]` or the inputs; `scores` is a separate
-        // buffer. GEMM overwrites the tile (read_dst = false): grow it, never re-zero it.
-        if bufs.scores.len() < m * n {
-            bufs.scores.resize(m * n, 0.0);
-        }
-        gemm_abt(bufs.scores.as_mut_ptr(), m * n, lhs, rhs, m, n, d);
-        let out = &bufs.scores[..m * n];
-
-        let bi = rows.start / b;
-        let bj = cols.start / b;
-        let symmetric = mode == Mode::LeaveOneOut && bj != bi;
-        let mut si = states[bi].lock().unwrap_or_else(|e| e.into_inner());
-        let mut sj_guard = symmetric.then(|| states[bj].lock().unwrap_or_else(|e| e.into_inner()));
-        let sj = sj_guard.as_deref_mut();
-        match sim {
-            Similarity::SqEuclidean => {
-                let approx = SqScore {
-                    qn: &q.sq32,
-                    gn: &g.sq32,
-                };
-                scan(out, q, g, &rows, &cols, k, sim, mode, &mut si, sj, approx)
+/// Leave-one-out schedule: every block pair `(I, J)`, `I < J`, exactly once, in rounds of
+/// pairwise disjoint blocks (the circle method; a dummy block when `nb` is odd), then one round
+/// of the diagonal tiles. Tiles of one round never share a block, so they run in parallel
+/// without waiting for each other's top-k state.
+fn rounds(nb: usize) -> Vec<Vec<(usize, usize)>> {
+    let m = nb + nb % 2;
+    let mut out = Vec::new();
+    if m >= 2 {
+        for r in 0..m - 1 {
+            let mut round = Vec::with_capacity(m / 2);
+            let pairs = std::iter::once((r, m - 1))
+                .chain((1..m / 2).map(|i| ((r + i) % (m - 1), (r + m - 1 - i) % (m - 1))));
+            for (a, b) in pairs {
+                if a < nb && b < nb {
+                    round.push((a.min(b), a.max(b)));
+                }
             }
-            _ => scan(out, q, g, &rows, &cols, k, sim, mode, &mut si, sj, RawScore),
+            out.push(round);
         }
-        drop(sj_guard);
-        drop(si);
-        pool.lock().unwrap_or_else(|e| e.into_inner()).push(owned);
+    }
+    out.push((0..nb).map(|i| (i, i)).collect());
+    out
+}
 
-        if let Some(p) = progress {
-            let w = done_work.fetch_add((m * n) as u64, AtomicOrdering::Relaxed) + (m * n) as u64;
-            let done = ((w as u128 * n_queries as u128) / total_work.max(1) as u128) as usize;
-            // Serialised so that the reported count never goes backwards.
-            let mut last = report.lock().unwrap_or_else(|e| e.into_inner());
+/// The top-k state a tile's columns feed, besides its rows'.
+enum Cols<'s> {
+    /// Separate gallery: columns are not queries.
+    None,
+    /// Leave-one-out diagonal tile: columns are the rows' own block (pairs with column > row).
+    Same,
+    /// Leave-one-out off-diagonal tile: the columns' block.
+    Other(&'s mut BlockState),
+}
+
+/// Score pairs one tile stands for (progress accounting).
+fn tile_work(m: usize, n: usize, diag: bool) -> u64 {
+    if diag {
+        (m * (m + 1) / 2) as u64
+    } else {
+        (m * n) as u64
+    }
+}
+
+/// Reports progress in queries from score pairs done, never backwards.
+struct Tracker<'a> {
+    progress: Progress<'a>,
+    n_queries: usize,
+    total: u64,
+    done: AtomicU64,
+    last: Mutex<usize>,
+}
+
+impl Tracker<'_> {
+    fn add(&self, w: u64) {
+        if let Some(p) = self.progress {
+            let w = self.done.fetch_add(w, AtomicOrdering::Relaxed) + w;
+            let done = ((w as u128 * self.n_queries as u128) / self.total.max(1) as u128) as usize;
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             if done > *last {
                 *last = done;
-                p(done, n_queries);
-            }
-        }
-    });
-
-    let mut indices = Vec::with_capacity(n_queries * k);
-    let mut scores = Vec::with_capacity(n_queries * k);
-    for st in states {
-        let st = st.into_inner().unwrap_or_else(|e| e.into_inner());
-        for heap in st.heaps {
-            debug_assert_eq!(heap.len(), k);
-            for e in heap.into_sorted_vec() {
-                indices.push(e.idx);
-                scores.push(e.score as f32);
+                p(done, self.n_queries);
             }
         }
     }
-    if indices.len() != n_queries * k {
+}
+
+/// Per-thread scratch of both engines.
+#[derive(Default)]
+struct Scratch {
+    bufs: TileBufs,
+    /// Packed gallery chunk (fused engine, separate gallery).
+    pb: Vec<f32>,
+    micro: kernel::MicroOut,
+}
+
+fn run_loo(
+    s: &Side<'_>,
+    cfg: &KnnConfig,
+    progress: Progress<'_>,
+    engine: Engine,
+) -> Result<Neighbours, EvalError> {
+    let n = s.m.rows();
+    let (k, sim) = (cfg.k, cfg.similarity);
+    let threads = rayon::current_num_threads();
+    // Enough blocks that each round (nb/2 disjoint tiles) keeps every thread busy, as long as
+    // blocks keep at least 256 rows; results do not depend on the blocking.
+    let nb = n
+        .div_ceil(cfg.block_rows.min(LOO_BLOCK))
+        .max((4 * threads).min(n / 256))
+        .max(1);
+    let blocks = block_bounds(n, nb);
+    let delta = deltas(s, s.max_norm, sim);
+    let states: Vec<Mutex<BlockState>> = blocks
+        .iter()
+        .map(|r| Mutex::new(BlockState::new(r.clone(), k, &delta)))
+        .collect();
+    let schedule = rounds(blocks.len());
+    let total = schedule
+        .iter()
+        .flatten()
+        .map(|&(i, j)| tile_work(blocks[i].len(), blocks[j].len(), i == j))
+        .sum();
+    let tracker = Tracker {
+        progress,
+        n_queries: n,
+        total,
+        done: AtomicU64::new(0),
+        last: Mutex::new(0),
+    };
+    let packed = match engine {
+        Engine::Fused => pack_all(s, sim),
+        Engine::Portable => Vec::new(),
+    };
+    let d = s.m.cols();
+    let pool: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
+    for round in &schedule {
+        round.par_iter().for_each(|&(bi, bj)| {
+            let mut scratch = pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .unwrap_or_default();
+            let (rows, cols) = (blocks[bi].clone(), blocks[bj].clone());
+            let work = tile_work(rows.len(), cols.len(), bi == bj);
+            let mut si = states[bi].lock().unwrap_or_else(|e| e.into_inner());
+            let mut sj_guard =
+                (bi != bj).then(|| states[bj].lock().unwrap_or_else(|e| e.into_inner()));
+            let col_state = match sj_guard.as_deref_mut() {
+                Some(sj) => Cols::Other(sj),
+                None => Cols::Same,
+            };
+            match engine {
+                Engine::Fused => fused_tile(
+                    s,
+                    s,
+                    sim,
+                    rows.clone(),
+                    cols.clone(),
+                    &packed[rows.start * d..],
+                    &packed[cols.start * d..],
+                    &mut si,
+                    col_state,
+                    &mut scratch.micro,
+                ),
+                Engine::Portable => {
+                    portable_tile(s, s, sim, rows, cols, &mut scratch.bufs, &mut si, col_state)
+                }
+            }
+            drop(sj_guard);
+            drop(si);
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
+            tracker.add(work);
+        });
+    }
+    let states = states
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    finish_all(states, s, s, sim, k, n)
+}
+
+fn run_separate(
+    q: &Side<'_>,
+    g: &Side<'_>,
+    cfg: &KnnConfig,
+    progress: Progress<'_>,
+    engine: Engine,
+) -> Result<Neighbours, EvalError> {
+    let (nq, ng) = (q.m.rows(), g.m.rows());
+    let (k, sim) = (cfg.k, cfg.similarity);
+    let threads = rayon::current_num_threads();
+    let want = 4 * threads;
+    // Query blocks of at most block_rows rows, but at least `want` of them while blocks keep
+    // 256 rows; if that is still too few work items, the gallery is split into parts whose
+    // candidate lists are merged at the end.
+    let nqb = nq.div_ceil(cfg.block_rows).max(want.min(nq / 256)).max(1);
+    let qblocks = block_bounds(nq, nqb);
+    let n_parts = if qblocks.len() < want {
+        want.div_ceil(qblocks.len()).min(ng.div_ceil(4096)).max(1)
+    } else {
+        1
+    };
+    let parts: Vec<std::ops::Range<usize>> = (0..n_parts)
+        .map(|p| p * ng / n_parts..(p + 1) * ng / n_parts)
+        .collect();
+    let bmax = qblocks.iter().map(|r| r.len()).max().unwrap_or(1);
+    // Gallery rows per tile: about TILE_ELEMS scores, at least 256 rows.
+    let chunk = (TILE_ELEMS / bmax).max(256);
+    let delta = deltas(q, g.max_norm, sim);
+    let tracker = Tracker {
+        progress,
+        n_queries: nq,
+        total: (nq * ng) as u64,
+        done: AtomicU64::new(0),
+        last: Mutex::new(0),
+    };
+    let packed_q = match engine {
+        Engine::Fused => pack_all(q, sim),
+        Engine::Portable => Vec::new(),
+    };
+    let d = q.m.cols();
+    let items: Vec<(usize, usize)> = (0..qblocks.len())
+        .flat_map(|b| (0..n_parts).map(move |p| (b, p)))
+        .collect();
+    let mut results: Vec<(usize, BlockState)> = items
+        .par_iter()
+        .map(|&(bi, p)| {
+            let rows = qblocks[bi].clone();
+            let mut st = BlockState::new(rows.clone(), k, &delta);
+            let mut scratch = Scratch::default();
+            let part = parts[p].clone();
+            for c0 in part.clone().step_by(chunk) {
+                let cols = c0..(c0 + chunk).min(part.end);
+                let work = (rows.len() * cols.len()) as u64;
+                match engine {
+                    Engine::Fused => {
+                        pack(g, cols.clone(), sim, &mut scratch.pb);
+                        fused_tile(
+                            q,
+                            g,
+                            sim,
+                            rows.clone(),
+                            cols,
+                            &packed_q[rows.start * d..],
+                            &scratch.pb,
+                            &mut st,
+                            Cols::None,
+                            &mut scratch.micro,
+                        );
+                    }
+                    Engine::Portable => portable_tile(
+                        q,
+                        g,
+                        sim,
+                        rows.clone(),
+                        cols,
+                        &mut scratch.bufs,
+                        &mut st,
+                        Cols::None,
+                    ),
+                }
+                tracker.add(work);
+            }
+            (bi, st)
+        })
+        .collect();
+    // Items are ordered by (block, part): fold every part into the block's first.
+    let mut states: Vec<BlockState> = Vec::with_capacity(qblocks.len());
+    for (bi, st) in results.drain(..) {
+        if bi < states.len() {
+            states[bi].merge(st);
+        } else {
+            states.push(st);
+        }
+    }
+    finish_all(states, q, g, sim, k, nq)
+}
+
+fn finish_all(
+    states: Vec<BlockState>,
+    q: &Side<'_>,
+    g: &Side<'_>,
+    sim: Similarity,
+    k: usize,
+    n_queries: usize,
+) -> Result<Neighbours, EvalError> {
+    let mut indices = vec![0u32; n_queries * k];
+    let mut scores = vec![0f32; n_queries * k];
+    let mut outs = Vec::with_capacity(states.len());
+    let (mut ri, mut rs) = (&mut indices[..], &mut scores[..]);
+    for st in &states {
+        let len = st.rows.len() * k;
+        let (a, rest_i) = ri.split_at_mut(len);
+        let (b, rest_s) = rs.split_at_mut(len);
+        outs.push((a, b));
+        ri = rest_i;
+        rs = rest_s;
+    }
+    let ok = states
+        .into_par_iter()
+        .zip(outs)
+        .map(|(st, (a, b))| st.finish(q, g, sim, a, b))
+        .reduce(|| true, |x, y| x && y);
+    if !ok {
         return Err(EvalError::Invalid(format!(
-            "internal error: {} neighbours collected for {n_queries} queries × k = {k}",
-            indices.len()
+            "internal error: fewer than k = {k} neighbours collected for a query"
         )));
     }
     Ok(Neighbours { k, indices, scores })
 }
 
-/// Per-thread scratch: normalised operand copies (Cosine) and the score tile.
+/// Rows `r` of `side` as a GEMM operand in panel layout (see `knn_kernel.rs`), written into a
+/// zeroed `dst` of at least `⌈|r| / 16⌉ · 16 · d` values; normalised as in [`TileBufs::operand`].
+fn pack_into(side: &Side<'_>, r: std::ops::Range<usize>, sim: Similarity, dst: &mut [f32]) {
+    let d = side.m.cols();
+    for (li, i) in r.enumerate() {
+        let base = (li / PANEL) * PANEL * d + li % PANEL;
+        let src = side.m.row(i);
+        let n = side.norms[i];
+        let lane = dst[base..].iter_mut().step_by(PANEL);
+        if sim == Similarity::Cosine && n > 0.0 {
+            for (o, &x) in lane.zip(src) {
+                *o = (x as f64 / n) as f32;
+            }
+        } else {
+            for (o, &x) in lane.zip(src) {
+                *o = x;
+            }
+        }
+    }
+}
+
+/// Packs rows `r` into `buf`, zero-padded to whole panels.
+fn pack(side: &Side<'_>, r: std::ops::Range<usize>, sim: Similarity, buf: &mut Vec<f32>) {
+    let len = r.len().div_ceil(PANEL) * PANEL * side.m.cols();
+    buf.clear();
+    buf.resize(len, 0.0);
+    pack_into(side, r, sim, buf);
+}
+
+/// The whole set packed once, zero-padded to whole micro-panels (what leave-one-out tiles and
+/// query blocks slice from).
+fn pack_all(side: &Side<'_>, sim: Similarity) -> Vec<f32> {
+    let (n, d) = (side.m.rows(), side.m.cols());
+    let mut buf = vec![0f32; n.div_ceil(MR) * MR * d];
+    buf.par_chunks_mut(MR * d)
+        .enumerate()
+        .for_each(|(u, chunk)| {
+            pack_into(side, u * MR..((u + 1) * MR).min(n), sim, chunk);
+        });
+    buf
+}
+
+/// Bytes of the row operand kept hot in L2 while the column panels stream past.
+const MC_BYTES: usize = 512 << 10;
+
+/// One tile on the fused engine: `pa` holds the rows' panels (from `rows.start`), `pb` the
+/// columns' (from `cols.start`).
+#[allow(clippy::too_many_arguments)]
+fn fused_tile(
+    q: &Side<'_>,
+    g: &Side<'_>,
+    sim: Similarity,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    pa: &[f32],
+    pb: &[f32],
+    si: &mut BlockState,
+    mut col_state: Cols<'_>,
+    out: &mut kernel::MicroOut,
+) {
+    let d = q.m.cols();
+    let (m, n) = (rows.len(), cols.len());
+    let diag = matches!(col_state, Cols::Same);
+    let mc = (MC_BYTES / (4 * d * MR)).max(1) * MR;
+    let (mut row_thr, mut col_thr) = ([0f32; MR], [0f32; NR]);
+    let (mut qn, mut gn) = ([0f32; MR], [0f32; NR]);
+    assert!(pa.len() >= m.div_ceil(MR) * MR * d && pb.len() >= n.div_ceil(PANEL) * PANEL * d);
+    for ic in (0..m).step_by(mc) {
+        let ie = (ic + mc).min(m);
+        for j0 in (0..n).step_by(NR) {
+            let ncols = NR.min(n - j0);
+            let b_off = (j0 / PANEL) * PANEL * d + j0 % PANEL;
+            if sim == Similarity::SqEuclidean {
+                gn = [0.0; NR];
+                gn[..ncols].copy_from_slice(&g.sq32[cols.start + j0..cols.start + j0 + ncols]);
+            }
+            for ir in (ic..ie).step_by(MR) {
+                // Diagonal tiles: only pairs with column > row.
+                if diag && j0 + ncols <= ir + 1 {
+                    continue;
+                }
+                row_thr.copy_from_slice(&si.thr[ir..ir + MR]);
+                let ct = match &col_state {
+                    Cols::None => None,
+                    Cols::Same => {
+                        col_thr.copy_from_slice(&si.thr[j0..j0 + NR]);
+                        Some(&col_thr)
+                    }
+                    Cols::Other(sj) => {
+                        col_thr.copy_from_slice(&sj.thr[j0..j0 + NR]);
+                        Some(&col_thr)
+                    }
+                };
+                let nrows = (m - ir).min(MR);
+                if sim == Similarity::SqEuclidean {
+                    qn = [0.0; MR];
+                    let r0 = rows.start + ir;
+                    qn[..nrows].copy_from_slice(&q.sq32[r0..r0 + nrows]);
+                }
+                let chk = kernel::MicroCheck {
+                    row_thr: &row_thr,
+                    col_thr: ct,
+                    sq: (sim == Similarity::SqEuclidean).then_some((&qn, &gn)),
+                    lanes: kernel::row_lanes(nrows),
+                    ncols,
+                    diag: diag.then_some(j0 as isize - ir as isize),
+                };
+                // SAFETY: `Engine::Fused` is only chosen when `kernel::available()`; `pa` holds
+                // whole micro-panels for every row of the tile and `pb` whole panels for every
+                // column (asserted above), so the three panels at row `ir` and the 8 lanes at
+                // column `j0` are in bounds for all `d` dimensions.
+                #[cfg(target_arch = "x86_64")]
+                let hit = unsafe {
+                    kernel::micro(
+                        pa.as_ptr().add(ir * d),
+                        pb.as_ptr().add(b_off),
+                        d,
+                        &chk,
+                        out,
+                    )
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let hit = {
+                    let _ = (chk, b_off);
+                    unreachable!("the fused engine exists only on x86_64")
+                };
+                if hit {
+                    deliver(
+                        out,
+                        ir,
+                        j0,
+                        ncols,
+                        rows.start,
+                        cols.start,
+                        si,
+                        &mut col_state,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Offers a micro-tile's flagged pairs to the rows' and (symmetric tiles) the columns' lists;
+/// `push` re-checks each against the live thresholds.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    out: &kernel::MicroOut,
+    ir: usize,
+    j0: usize,
+    ncols: usize,
+    row_base: usize,
+    col_base: usize,
+    si: &mut BlockState,
+    col_state: &mut Cols<'_>,
+) {
+    for c in 0..ncols {
+        let j = j0 + c;
+        for v in 0..3 {
+            let mut m = out.masks[c * 3 + v];
+            while m != 0 {
+                let l = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let r = ir + v * PANEL + l;
+                let s = out.scores[c * MR + v * PANEL + l];
+                si.push(r, s, (col_base + j) as u32);
+                match col_state {
+                    Cols::None => {}
+                    Cols::Same => si.push(j, s, (row_base + r) as u32),
+                    Cols::Other(sj) => sj.push(j, s, (row_base + r) as u32),
+                }
+            }
+        }
+    }
+}
+
+/// One tile on the portable engine: GEMM into the score tile, then [`scan`].
+#[allow(clippy::too_many_arguments)]
+fn portable_tile(
+    q: &Side<'_>,
+    g: &Side<'_>,
+    sim: Similarity,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    bufs: &mut TileBufs,
+    si: &mut BlockState,
+    col_state: Cols<'_>,
+) {
+    let (m, n, d) = (rows.len(), cols.len(), q.m.cols());
+    let lhs = bufs.operand(0, q, rows.clone(), sim);
+    let rhs = if matches!(col_state, Cols::Same) {
+        lhs
+    } else {
+        bufs.operand(1, g, cols.clone(), sim)
+    };
+    // `operand` hands out pointers into `bufs.norm[..]` or the inputs; `scores` is a separate
+    // buffer. GEMM overwrites the tile (read_dst = false): grow it, never re-zero it.
+    if bufs.scores.len() < m * n {
+        bufs.scores.resize(m * n, 0.0);
+    }
+    gemm_abt(bufs.scores.as_mut_ptr(), m * n, lhs, rhs, m, n, d);
+    let out = &bufs.scores[..m * n];
+    match sim {
+        Similarity::SqEuclidean => {
+            let approx = SqScore {
+                qn: &q.sq32,
+                gn: &g.sq32,
+            };
+            scan(out, &rows, &cols, si, col_state, approx)
+        }
+        _ => scan(out, &rows, &cols, si, col_state, RawScore),
+    }
+}
+
+/// Turns a GEMM dot product into the approximate score of query `i` / gallery item `j`.
+trait ApproxScore {
+    fn score(&self, dot: f32, i: usize, j: usize) -> f32;
+}
+
+/// Cosine (operands already normalised) and Dot: the GEMM value itself.
+struct RawScore;
+impl ApproxScore for RawScore {
+    #[inline(always)]
+    fn score(&self, dot: f32, _i: usize, _j: usize) -> f32 {
+        dot
+    }
+}
+
+/// `2q·g − ‖q‖² − ‖g‖²`.
+struct SqScore<'a> {
+    qn: &'a [f32],
+    gn: &'a [f32],
+}
+impl ApproxScore for SqScore<'_> {
+    #[inline(always)]
+    fn score(&self, dot: f32, i: usize, j: usize) -> f32 {
+        2.0 * dot - self.qn[i] - self.gn[j]
+    }
+}
+
+/// Feeds one score tile to the candidate lists of its rows and, for leave-one-out tiles, of its
+/// columns (diagonal tiles: pairs with column > row only). GEMM scores cannot be NaN: inputs
+/// are finite and `check_range` rules out overflow.
+fn scan<S: ApproxScore>(
+    tile: &[f32],
+    rows: &std::ops::Range<usize>,
+    cols: &std::ops::Range<usize>,
+    si: &mut BlockState,
+    mut col_state: Cols<'_>,
+    approx: S,
+) {
+    let n = cols.len();
+    let diag = matches!(col_state, Cols::Same);
+    for (r, i) in rows.clone().enumerate() {
+        let trow = &tile[r * n..(r + 1) * n];
+        let begin = if diag { r + 1 } else { 0 };
+        // Most scores miss every threshold: flag SCAN_W of them at once with branch-free,
+        // vectorisable comparisons, then visit only the flagged ones (`push` re-checks them
+        // against the live thresholds).
+        for c0 in (begin..n).step_by(SCAN_W) {
+            let c1 = (c0 + SCAN_W).min(n);
+            let seg = &trow[c0..c1];
+            let tr = si.thr[r];
+            let col_thr = match &col_state {
+                Cols::None => None,
+                Cols::Same => Some(&si.thr[c0..c1]),
+                Cols::Other(st) => Some(&st.thr[c0..c1]),
+            };
+            // Bit o set: score c0 + o reaches the row's or its column's threshold.
+            let mut hits: u32 = match col_thr {
+                Some(tc) => seg
+                    .iter()
+                    .zip(tc)
+                    .enumerate()
+                    .fold(0, |a, (o, (&dot, &tc))| {
+                        let s = approx.score(dot, i, cols.start + c0 + o);
+                        a | ((((s >= tr) | (s >= tc)) as u32) << o)
+                    }),
+                None => seg.iter().enumerate().fold(0, |a, (o, &dot)| {
+                    a | (((approx.score(dot, i, cols.start + c0 + o) >= tr) as u32) << o)
+                }),
+            };
+            while hits != 0 {
+                let o = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                let c = c0 + o;
+                let j = cols.start + c;
+                let s = approx.score(seg[o], i, j);
+                si.push(r, s, j as u32);
+                match &mut col_state {
+                    Cols::None => {}
+                    Cols::Same => si.push(c, s, i as u32),
+                    Cols::Other(st) => st.push(c, s, i as u32),
+                }
+            }
+        }
+    }
+}
+
+/// Scores flagged together before the scalar path (fits the u32 hit mask).
+const SCAN_W: usize = 16;
+
 #[derive(Default)]
 struct TileBufs {
     norm: [Vec<f32>; 2],
@@ -630,138 +1221,6 @@ fn gemm_abt(out: *mut f32, len: usize, a: *const f32, b: *const f32, m: usize, n
         );
     }
 }
-
-/// Turns a GEMM dot product into the approximate score for local row `r` / column `c`.
-trait ApproxScore {
-    fn score(&self, dot: f32, i: usize, j: usize) -> f32;
-}
-
-/// Cosine (operands already normalised) and Dot: the GEMM value itself.
-struct RawScore;
-impl ApproxScore for RawScore {
-    #[inline(always)]
-    fn score(&self, dot: f32, _i: usize, _j: usize) -> f32 {
-        dot
-    }
-}
-
-/// `2q·g − ‖q‖² − ‖g‖²`.
-struct SqScore<'a> {
-    qn: &'a [f32],
-    gn: &'a [f32],
-}
-impl ApproxScore for SqScore<'_> {
-    #[inline(always)]
-    fn score(&self, dot: f32, i: usize, j: usize) -> f32 {
-        2.0 * dot - self.qn[i] - self.gn[j]
-    }
-}
-
-/// Feeds one score tile to the top-k of its rows and, for symmetric leave-one-out tiles, of its
-/// columns. A candidate is re-scored exactly only when its GEMM score is not below the query's
-/// filter threshold. GEMM scores cannot be NaN: inputs are finite and `check_range` rules out
-/// overflow.
-#[allow(clippy::too_many_arguments)]
-fn scan<S: ApproxScore>(
-    tile: &[f32],
-    q: &Side<'_>,
-    g: &Side<'_>,
-    rows: &std::ops::Range<usize>,
-    cols: &std::ops::Range<usize>,
-    k: usize,
-    sim: Similarity,
-    mode: Mode,
-    si: &mut BlockState,
-    mut sj: Option<&mut BlockState>,
-    approx: S,
-) {
-    let n = cols.len();
-    let skip_self = mode == Mode::LeaveOneOut;
-    for (r, i) in rows.clone().enumerate() {
-        let trow = &tile[r * n..(r + 1) * n];
-        let qrow = q.m.row(i);
-        // Most scores miss every threshold: flag SCAN_W of them at once with branch-free,
-        // vectorisable comparisons, then visit only the flagged ones, re-checked against the
-        // live thresholds (an insertion earlier in the segment may have raised them).
-        for c0 in (0..n).step_by(SCAN_W) {
-            let c1 = (c0 + SCAN_W).min(n);
-            let seg = &trow[c0..c1];
-            let tr = si.thr[r];
-            // Bit o set: score c0 + o reaches the row's or its column's threshold.
-            let mut hits: u32 =
-                match &sj {
-                    Some(st) => seg.iter().zip(&st.thr[c0..c1]).enumerate().fold(
-                        0,
-                        |a, (o, (&dot, &tc))| {
-                            let s = approx.score(dot, i, cols.start + c0 + o);
-                            a | ((((s >= tr) | (s >= tc)) as u32) << o)
-                        },
-                    ),
-                    None => seg.iter().enumerate().fold(0, |a, (o, &dot)| {
-                        a | (((approx.score(dot, i, cols.start + c0 + o) >= tr) as u32) << o)
-                    }),
-                };
-            while hits != 0 {
-                let o = hits.trailing_zeros() as usize;
-                hits &= hits - 1;
-                let c = c0 + o;
-                let dot = seg[o];
-                let j = cols.start + c;
-                if skip_self && i == j {
-                    continue;
-                }
-                let s = approx.score(dot, i, j);
-                let row_hit = s >= si.thr[r];
-                let col_hit = match &sj {
-                    Some(st) => s >= st.thr[c],
-                    None => false,
-                };
-                if !(row_hit || col_hit) {
-                    continue;
-                }
-                let grow = g.m.row(j);
-                // Same formulas as `exact_score`, with row norms precomputed by the same kernel.
-                let e = match sim {
-                    Similarity::Dot => dot_f64(qrow, grow),
-                    Similarity::Cosine => {
-                        let den = q.norms[i] * g.norms[j];
-                        if den > 0.0 {
-                            dot_f64(qrow, grow) / den
-                        } else {
-                            0.0
-                        }
-                    }
-                    Similarity::SqEuclidean => -sqdist_f64(qrow, grow),
-                };
-                if row_hit {
-                    si.offer(
-                        r,
-                        k,
-                        Entry {
-                            score: e,
-                            idx: j as u32,
-                        },
-                    );
-                }
-                if col_hit {
-                    if let Some(st) = sj.as_deref_mut() {
-                        st.offer(
-                            c,
-                            k,
-                            Entry {
-                                score: e,
-                                idx: i as u32,
-                            },
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Scores flagged together before the scalar top-k path (fits the u32 hit mask).
-const SCAN_W: usize = 16;
 
 #[inline]
 fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
@@ -1162,6 +1621,81 @@ mod tests {
             ..cfg(1)
         };
         assert!(msg(knn(&ok, &ok, &c, None)).contains("block_rows"));
+    }
+
+    #[test]
+    fn rounds_cover_every_pair_once_with_disjoint_blocks() {
+        for nb in 1..=13 {
+            let sched = rounds(nb);
+            let mut seen = std::collections::HashSet::new();
+            for round in &sched {
+                let mut used = std::collections::HashSet::new();
+                for &(a, b) in round {
+                    assert!(a <= b && b < nb);
+                    assert!(seen.insert((a, b)), "nb={nb}: pair ({a},{b}) twice");
+                    assert!(used.insert(a), "nb={nb}: block {a} twice in a round");
+                    if a != b {
+                        assert!(used.insert(b), "nb={nb}: block {b} twice in a round");
+                    }
+                }
+            }
+            assert_eq!(seen.len(), nb * (nb + 1) / 2, "nb={nb}");
+        }
+    }
+
+    #[test]
+    fn block_bounds_are_aligned_contiguous_and_balanced() {
+        for n in [1, 47, 48, 49, 1000, 60_502] {
+            for nb in [1, 2, 3, 7, 60, 5000] {
+                let b = block_bounds(n, nb);
+                assert_eq!(b[0].start, 0);
+                assert_eq!(b.last().unwrap().end, n);
+                for w in b.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                }
+                for r in &b {
+                    assert_eq!(r.start % MR, 0);
+                    assert!(!r.is_empty());
+                }
+                let units: Vec<usize> = b.iter().map(|r| r.len().div_ceil(MR)).collect();
+                let (lo, hi) = (units.iter().min().unwrap(), units.iter().max().unwrap());
+                assert!(hi - lo <= 1, "n={n} nb={nb}: {units:?}");
+            }
+        }
+    }
+
+    /// The fused AVX-512 kernel (where this CPU has it) and the portable GEMM + scan give
+    /// identical neighbours and scores, on tied and on continuous data, in both modes.
+    #[test]
+    fn fused_and_portable_engines_agree() {
+        if !kernel::available() {
+            eprintln!("no AVX-512F on this CPU: only the portable engine runs");
+            return;
+        }
+        let sets = [
+            (tie_data(157, 9, 31), tie_data(41, 9, 32)),
+            (gauss_data(301, 70, 33), gauss_data(59, 70, 34)),
+            (gauss_data(100, 3, 35), gauss_data(7, 3, 36)),
+        ];
+        for (items, queries) in &sets {
+            for sim in SIMS {
+                for (k, block_rows) in [(1, 2048), (7, 50), (40, 1)] {
+                    let cfg = KnnConfig {
+                        k,
+                        similarity: sim,
+                        block_rows,
+                    };
+                    let run = |e| knn_leave_one_out_with(items, &cfg, None, e).unwrap();
+                    assert_eq!(
+                        run(Engine::Fused),
+                        run(Engine::Portable),
+                        "{sim:?} loo k={k}"
+                    );
+                    let run = |e| knn_with(queries, items, &cfg, None, e).unwrap();
+                    assert_eq!(run(Engine::Fused), run(Engine::Portable), "{sim:?} k={k}");
+                }
+            }
+        }
     }
 
     #[test]
