@@ -1,0 +1,170 @@
+//! The HNSW graph (usearch), keyed by row position.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use simlearn_eval::{Matrix, Similarity};
+use usearch::{IndexOptions, MetricKind, ScalarKind};
+
+use crate::artifact::Storage;
+use crate::IndexError;
+
+/// HNSW parameters, recorded in the manifest. Names follow the HNSW paper / faiss:
+/// `m` = neighbours per node (faiss `M`, usearch `connectivity`), `ef_construction`, `ef_search`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Neighbours kept per node and layer (faiss `M`).
+    pub m: usize,
+    /// Candidate-list size while inserting (faiss `efConstruction`).
+    pub ef_construction: usize,
+    /// Candidate-list size while searching (faiss `efSearch`); raised to the number of
+    /// candidates asked for when that is larger.
+    pub ef_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            m: 32,
+            ef_construction: 200,
+            ef_search: 128,
+        }
+    }
+}
+
+impl HnswParams {
+    /// Checks the parameters are usable.
+    pub fn validate(&self) -> Result<(), IndexError> {
+        if self.m < 2 || self.m > 512 {
+            return Err(IndexError::Invalid(format!(
+                "hnsw m = {} must be between 2 and 512",
+                self.m
+            )));
+        }
+        if self.ef_construction == 0 || self.ef_search == 0 {
+            return Err(IndexError::Invalid(
+                "hnsw ef_construction and ef_search must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An HNSW graph over the rows of a vector matrix; row `i` has key `i`.
+pub struct Graph {
+    inner: usearch::Index,
+}
+
+fn options(dim: usize, similarity: Similarity, storage: Storage, p: &HnswParams) -> IndexOptions {
+    IndexOptions {
+        dimensions: dim,
+        metric: match similarity {
+            Similarity::Cosine => MetricKind::Cos,
+            Similarity::Dot => MetricKind::IP,
+            Similarity::SqEuclidean => MetricKind::L2sq,
+        },
+        quantization: match storage {
+            Storage::F32 => ScalarKind::F32,
+            Storage::F16 => ScalarKind::F16,
+            Storage::I8 => ScalarKind::I8,
+        },
+        connectivity: p.m,
+        expansion_add: p.ef_construction,
+        expansion_search: p.ef_search,
+        multi: false,
+    }
+}
+
+fn ffi(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Invalid(format!("hnsw: {e}"))
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new(
+        dim: usize,
+        similarity: Similarity,
+        storage: Storage,
+        params: &HnswParams,
+    ) -> Result<Self, IndexError> {
+        params.validate()?;
+        let inner = usearch::Index::new(&options(dim, similarity, storage, params)).map_err(ffi)?;
+        Ok(Self { inner })
+    }
+
+    /// Rows in the graph.
+    pub fn len(&self) -> usize {
+        self.inner.size()
+    }
+
+    /// Whether the graph is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Inserts rows `first..first + rows` of `vectors` (keys = positions), on the rayon pool.
+    /// `progress(done)` is called from the worker threads.
+    pub fn insert(
+        &self,
+        vectors: &Matrix,
+        first: usize,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<(), IndexError> {
+        let n = vectors.rows();
+        self.inner
+            .reserve_capacity_and_threads(first + n, rayon::current_num_threads().max(1))
+            .map_err(ffi)?;
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        (0..n).into_par_iter().try_for_each(|i| {
+            self.inner
+                .add((first + i) as u64, vectors.row(i))
+                .map_err(ffi)?;
+            let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if d % 1024 == 0 || d == n {
+                progress(d);
+            }
+            Ok(())
+        })
+    }
+
+    /// Up to `count` candidate positions for `query`, nearest first by the graph's metric.
+    /// The candidate list is `max(ef_search, count)` long (usearch's rule).
+    pub fn candidates(&self, query: &[f32], count: usize) -> Result<Vec<usize>, IndexError> {
+        let m = self
+            .inner
+            .search(query, count.min(self.len()))
+            .map_err(ffi)?;
+        Ok(m.keys.into_iter().map(|k| k as usize).collect())
+    }
+
+    /// Sets the search candidate-list size.
+    pub fn set_ef(&self, ef: usize) {
+        self.inner.change_expansion_search(ef.max(1));
+    }
+
+    /// The serialised graph.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, IndexError> {
+        let mut buf = vec![0u8; self.inner.serialized_length()];
+        self.inner.save_to_buffer(&mut buf).map_err(ffi)?;
+        Ok(buf)
+    }
+
+    /// A graph read back from [`Graph::to_bytes`] with the options it was made with.
+    pub fn from_bytes(
+        bytes: &[u8],
+        dim: usize,
+        similarity: Similarity,
+        storage: Storage,
+        params: &HnswParams,
+    ) -> Result<Self, IndexError> {
+        let g = Self::new(dim, similarity, storage, params)?;
+        g.inner.load_from_buffer(bytes).map_err(ffi)?;
+        // load restores the options stored in the file; the manifest's ef_search wins.
+        g.set_ef(params.ef_search);
+        Ok(g)
+    }
+
+    /// Bytes of memory the graph uses (usearch's own count).
+    pub fn memory_usage(&self) -> usize {
+        self.inner.memory_usage()
+    }
+}
