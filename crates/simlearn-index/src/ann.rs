@@ -119,7 +119,7 @@ impl Graph {
                 .add((first + i) as u64, vectors.row(i))
                 .map_err(ffi)?;
             let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if d % 1024 == 0 || d == n {
+            if d.is_multiple_of(1024) || d == n {
                 progress(d);
             }
             Ok(())

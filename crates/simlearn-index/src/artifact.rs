@@ -21,6 +21,16 @@ pub const FORMAT: &str = "simlearn-index";
 pub const FORMAT_VERSION: u32 = 1;
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
+/// Every file name the index itself may write (others in its folder are the user's and kept).
+const OWN_FILES: [&str; 7] = [
+    MANIFEST,
+    "vectors.npy",
+    "ids.npy",
+    "labels.npy",
+    "paths.txt",
+    "hnsw.usearch",
+    "model",
+];
 /// The most neighbours one query may ask for.
 pub const MAX_K: usize = 1000;
 
@@ -182,12 +192,7 @@ fn check_rows(vectors: &Matrix, what: &str) -> Result<(), IndexError> {
     Ok(())
 }
 
-fn check_side<T>(
-    what: &str,
-    have: bool,
-    new: Option<&[T]>,
-    rows: usize,
-) -> Result<(), IndexError> {
+fn check_side<T>(what: &str, have: bool, new: Option<&[T]>, rows: usize) -> Result<(), IndexError> {
     match (have, new) {
         (true, None) => Err(IndexError::Invalid(format!(
             "the index has {what}: give {what} for the new rows too"
@@ -492,7 +497,10 @@ impl Index {
                 (0..queries.rows())
                     .map(|q| {
                         let (idx, sc) = nb.row(q);
-                        idx.iter().map(|&i| i as usize).zip(sc.iter().copied()).collect()
+                        idx.iter()
+                            .map(|&i| i as usize)
+                            .zip(sc.iter().copied())
+                            .collect()
                     })
                     .collect()
             }
@@ -582,7 +590,10 @@ impl Index {
         let old = parent.join(format!(".{name}.old-{tag}"));
         let write_all = || -> Result<(), IndexError> {
             std::fs::create_dir(&tmp).map_err(|e| file_err(&tmp, format!("cannot create: {e}")))?;
-            for (name, bytes) in files.iter().chain(std::iter::once(&(MANIFEST.to_string(), mbytes.clone()))) {
+            for (name, bytes) in files
+                .iter()
+                .chain(std::iter::once(&(MANIFEST.to_string(), mbytes.clone())))
+            {
                 let p = tmp.join(name);
                 if let Some(d) = p.parent() {
                     std::fs::create_dir_all(d)
@@ -602,6 +613,23 @@ impl Index {
         }
         let existed = dir.exists();
         if existed {
+            // Files of the user's own inside the folder (an images/ folder, notes) move over
+            // to the new folder; only the index's own files are replaced.
+            let ours: std::collections::HashSet<String> = files
+                .iter()
+                .map(|(n, _)| n.split('/').next().unwrap_or(n).to_string())
+                .chain([MANIFEST.to_string(), "model".to_string()])
+                .collect();
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| file_err(dir, format!("cannot read: {e}")))?;
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if !ours.contains(&n) && !OWN_FILES.contains(&n.as_str()) {
+                    std::fs::rename(e.path(), tmp.join(&n)).map_err(|err| {
+                        file_err(&e.path(), format!("cannot move into the new index: {err}"))
+                    })?;
+                }
+            }
             std::fs::rename(dir, &old).map_err(|e| {
                 let _ = std::fs::remove_dir_all(&tmp);
                 file_err(dir, format!("cannot move the old index aside: {e}"))
@@ -612,7 +640,10 @@ impl Index {
                 let _ = std::fs::rename(&old, dir);
             }
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(file_err(dir, format!("cannot rename the new index into place: {e}")));
+            return Err(file_err(
+                dir,
+                format!("cannot rename the new index into place: {e}"),
+            ));
         }
         if existed {
             let _ = std::fs::remove_dir_all(&old);
@@ -657,7 +688,8 @@ impl Index {
     /// SHA-256 of every file; any mismatch is an error naming the file.
     pub fn load(dir: &Path) -> Result<Self, IndexError> {
         let mpath = dir.join(MANIFEST);
-        let text = std::fs::read(&mpath).map_err(|e| file_err(&mpath, format!("cannot read: {e}")))?;
+        let text =
+            std::fs::read(&mpath).map_err(|e| file_err(&mpath, format!("cannot read: {e}")))?;
         let manifest: Manifest = serde_json::from_slice(&text)
             .map_err(|e| file_err(&mpath, format!("not a valid index manifest: {e}")))?;
         if manifest.format != FORMAT {
@@ -736,8 +768,8 @@ impl Index {
         let labels = manifest.labels.then(|| ints("labels.npy")).transpose()?;
         let paths = if manifest.paths {
             let p = dir.join("paths.txt");
-            let text = String::from_utf8(read("paths.txt")?)
-                .map_err(|_| file_err(&p, "not UTF-8"))?;
+            let text =
+                String::from_utf8(read("paths.txt")?).map_err(|_| file_err(&p, "not UTF-8"))?;
             let v: Vec<String> = text.lines().map(str::to_string).collect();
             if v.len() != n {
                 return Err(file_err(&p, format!("{} paths for {n} rows", v.len())));
@@ -753,8 +785,14 @@ impl Index {
                 let params = manifest
                     .hnsw
                     .ok_or_else(|| file_err(&mpath, "kind hnsw without hnsw parameters"))?;
-                let g = Graph::from_bytes(&read("hnsw.usearch")?, d, manifest.similarity, manifest.storage, &params)
-                    .map_err(|e| file_err(&p, e))?;
+                let g = Graph::from_bytes(
+                    &read("hnsw.usearch")?,
+                    d,
+                    manifest.similarity,
+                    manifest.storage,
+                    &params,
+                )
+                .map_err(|e| file_err(&p, e))?;
                 if g.len() != n {
                     return Err(file_err(&p, format!("{} nodes for {n} rows", g.len())));
                 }
@@ -772,7 +810,10 @@ impl Index {
         let mut by_id = HashMap::with_capacity(n);
         for (i, &id) in ids.iter().enumerate() {
             if by_id.insert(id, i).is_some() {
-                return Err(file_err(&dir.join("ids.npy"), format!("id {id} appears twice")));
+                return Err(file_err(
+                    &dir.join("ids.npy"),
+                    format!("id {id} appears twice"),
+                ));
             }
         }
         Ok(Self {

@@ -111,13 +111,17 @@ impl Metrics {
         );
         for (route, r) in g.iter() {
             for (status, n) in &r.by_status {
-                s += &format!("simlearn_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n");
+                s += &format!(
+                    "simlearn_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
+                );
             }
         }
         s += "# HELP simlearn_request_duration_ms Request latency in milliseconds.\n# TYPE simlearn_request_duration_ms histogram\n";
         for (route, r) in g.iter() {
             for (b, ub) in r.buckets.iter().zip(BUCKETS_MS.iter()) {
-                s += &format!("simlearn_request_duration_ms_bucket{{route=\"{route}\",le=\"{ub}\"}} {b}\n");
+                s += &format!(
+                    "simlearn_request_duration_ms_bucket{{route=\"{route}\",le=\"{ub}\"}} {b}\n"
+                );
             }
             s += &format!(
                 "simlearn_request_duration_ms_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\nsimlearn_request_duration_ms_sum{{route=\"{route}\"}} {:.3}\nsimlearn_request_duration_ms_count{{route=\"{route}\"}} {}\n",
@@ -177,7 +181,8 @@ impl From<IndexError> for ApiError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SearchRequest {
-    vector: Option<Vec<f32>>,
+    // f64 so that values beyond the f32 range are seen (and refused), not silently clamped.
+    vector: Option<Vec<f64>>,
     id: Option<i64>,
     k: Option<usize>,
 }
@@ -238,8 +243,11 @@ async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         .map_or_else(|| "other".to_string(), |m| m.as_str().to_string());
     let t = Instant::now();
     let resp = next.run(req).await;
-    st.metrics
-        .record(&route, resp.status().as_u16(), t.elapsed().as_secs_f64() * 1e3);
+    st.metrics.record(
+        &route,
+        resp.status().as_u16(),
+        t.elapsed().as_secs_f64() * 1e3,
+    );
     resp
 }
 
@@ -311,13 +319,26 @@ async fn search(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let (query, k) = if ctype.starts_with("application/json") || ctype.is_empty() && bytes.first() == Some(&b'{') {
+    let (query, k) = if ctype.starts_with("application/json")
+        || ctype.is_empty() && bytes.first() == Some(&b'{')
+    {
         let req: SearchRequest = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
         })?;
         let k = req.k.or(kq.k);
         match (req.vector, req.id) {
-            (Some(v), None) => (SearchQuery::Vector(v), k),
+            (Some(v), None) => {
+                if let Some(i) = v.iter().position(|x| !(*x as f32).is_finite()) {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("vector[{i}] = {} is NaN or infinity in f32", v[i]),
+                    ));
+                }
+                (
+                    SearchQuery::Vector(v.into_iter().map(|x| x as f32).collect()),
+                    k,
+                )
+            }
             (None, Some(id)) => (SearchQuery::Id(id), k),
             _ => {
                 return Err(ApiError::new(
@@ -334,7 +355,11 @@ async fn search(
             format!("content type {ctype:?}: send application/json or an image"),
         ));
     };
-    let k = k.unwrap_or(st.cfg.default_k.min(st.index.len().saturating_sub(1).max(1)));
+    let k = k.unwrap_or(
+        st.cfg
+            .default_k
+            .min(st.index.len().saturating_sub(1).max(1)),
+    );
     let st2 = st.clone();
     let work = tokio::task::spawn_blocking(move || -> Result<Vec<Hit>, ApiError> {
         let vector = match query {
@@ -351,11 +376,13 @@ async fn search(
             }
         };
         let dim = vector.len();
-        let q = Matrix::new(1, dim, vector).map_err(|e| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-        })?;
+        let q = Matrix::new(1, dim, vector)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
         if dim == 0 {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty vector"));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "empty vector",
+            ));
         }
         Ok(st2.index.search(&q, k)?.pop().unwrap_or_default())
     });
@@ -382,10 +409,16 @@ async fn search(
     }))
 }
 
-async fn item(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("id {id:?} is not an integer")))?;
+async fn item(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("id {id:?} is not an integer"),
+        )
+    })?;
     let pos = st.index.position(id)?;
     let (Some(paths), Some(root)) = (st.index.paths(), &st.image_root) else {
         return Err(ApiError::new(
@@ -394,7 +427,11 @@ async fn item(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result
         ));
     };
     let rel = PathBuf::from(&paths[pos]);
-    let full = if rel.is_absolute() { rel } else { root.join(rel) };
+    let full = if rel.is_absolute() {
+        rel
+    } else {
+        root.join(rel)
+    };
     let full = full
         .canonicalize()
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("item {id}: payload missing")))?;
@@ -417,8 +454,18 @@ async fn item(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result
         Some("gif") => "image/gif",
         _ => "application/octet-stream",
     };
-    let bytes = tokio::fs::read(&full)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("item {id}: payload unreadable")))?;
-    Ok(([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "max-age=3600")], bytes).into_response())
+    let bytes = tokio::fs::read(&full).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("item {id}: payload unreadable"),
+        )
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        bytes,
+    )
+        .into_response())
 }

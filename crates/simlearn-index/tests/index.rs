@@ -11,10 +11,14 @@ fn noop(_: usize, _: usize) {}
 
 /// A small LCG so the fixtures need no RNG crate and are the same everywhere.
 fn lcg(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
         })
         .collect()
@@ -31,7 +35,13 @@ fn tied_rows() -> Matrix {
     Matrix::new(data.len() / d, d, data).unwrap()
 }
 
-fn brute(g: &Matrix, q: &[f32], sim: Similarity, k: usize, exclude: Option<usize>) -> Vec<(usize, f32)> {
+fn brute(
+    g: &Matrix,
+    q: &[f32],
+    sim: Similarity,
+    k: usize,
+    exclude: Option<usize>,
+) -> Vec<(usize, f32)> {
     let mut s: Vec<(usize, f64)> = (0..g.rows())
         .filter(|&i| Some(i) != exclude)
         .map(|i| (i, exact_score(sim, q, g.row(i))))
@@ -44,7 +54,10 @@ fn brute(g: &Matrix, q: &[f32], sim: Similarity, k: usize, exclude: Option<usize
 fn exact_search_equals_brute_force_with_ties_and_duplicates() {
     let g = tied_rows();
     for sim in [Similarity::Cosine, Similarity::Dot, Similarity::SqEuclidean] {
-        let opts = BuildOptions { similarity: sim, ..BuildOptions::default() };
+        let opts = BuildOptions {
+            similarity: sim,
+            ..BuildOptions::default()
+        };
         let idx = Index::build(g.clone(), None, None, &opts, &noop).unwrap();
         let queries = Matrix::new(6, 4, {
             let mut q: Vec<f32> = g.row(3).to_vec();
@@ -57,7 +70,8 @@ fn exact_search_equals_brute_force_with_ties_and_duplicates() {
             let res = idx.search(&queries, k).unwrap();
             for (qi, hits) in res.iter().enumerate() {
                 let want = brute(&g, queries.row(qi), sim, k, None);
-                let got: Vec<(usize, f32)> = hits.iter().map(|h| (h.id as usize, h.score)).collect();
+                let got: Vec<(usize, f32)> =
+                    hits.iter().map(|h| (h.id as usize, h.score)).collect();
                 assert_eq!(got, want, "{sim:?} k={k} query {qi}");
             }
         }
@@ -72,7 +86,11 @@ fn exact_search_equals_brute_force_with_ties_and_duplicates() {
         }
         if sim == Similarity::SqEuclidean {
             let hits = idx.search_id(3, 1).unwrap();
-            assert_eq!((hits[0].id, hits[0].score), (13, 0.0), "the duplicate is the nearest");
+            assert_eq!(
+                (hits[0].id, hits[0].score),
+                (13, 0.0),
+                "the duplicate is the nearest"
+            );
         }
     }
 }
@@ -81,13 +99,25 @@ fn exact_search_equals_brute_force_with_ties_and_duplicates() {
 fn bad_queries_are_errors_not_panics() {
     let idx = Index::build(tied_rows(), None, None, &BuildOptions::default(), &noop).unwrap();
     let n = idx.len();
-    let msg = |r: Result<Vec<Vec<simlearn_index::Hit>>, simlearn_index::IndexError>| r.err().unwrap().to_string();
+    let msg = |r: Result<Vec<Vec<simlearn_index::Hit>>, simlearn_index::IndexError>| {
+        r.err().unwrap().to_string()
+    };
     assert!(msg(idx.search(&Matrix::new(1, 3, vec![1.0; 3]).unwrap(), 2)).contains("dimension 3"));
     assert!(msg(idx.search(&Matrix::new(1, 4, vec![f32::NAN; 4]).unwrap(), 2)).contains("NaN"));
     assert!(msg(idx.search(&Matrix::new(1, 4, vec![1.0; 4]).unwrap(), 0)).contains("k = 0"));
-    assert!(msg(idx.search(&Matrix::new(1, 4, vec![1.0; 4]).unwrap(), n + 1)).contains("out of range"));
-    assert!(idx.search_id(n as i64 + 5, 2).err().unwrap().to_string().contains("no item with id"));
-    assert!(idx.search_id(0, n).is_err(), "leaving the item out leaves n - 1");
+    assert!(
+        msg(idx.search(&Matrix::new(1, 4, vec![1.0; 4]).unwrap(), n + 1)).contains("out of range")
+    );
+    assert!(idx
+        .search_id(n as i64 + 5, 2)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("no item with id"));
+    assert!(
+        idx.search_id(0, n).is_err(),
+        "leaving the item out leaves n - 1"
+    );
 }
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -113,11 +143,17 @@ fn labelled(kind: Kind, storage: Storage) -> Index {
     let d = 16;
     let m = Matrix::new(n, d, lcg(11, n * d)).unwrap();
     let labels = (0..n as i64).map(|i| i % 7).collect();
-    let paths = (0..n).map(|i| format!("class{}/img{i}.png", i % 7)).collect();
+    let paths = (0..n)
+        .map(|i| format!("class{}/img{i}.png", i % 7))
+        .collect();
     let opts = BuildOptions {
         kind,
         storage,
-        hnsw: HnswParams { m: 8, ef_construction: 64, ef_search: 64 },
+        hnsw: HnswParams {
+            m: 8,
+            ef_construction: 64,
+            ef_search: 64,
+        },
         image_root: Some("images".into()),
         ..BuildOptions::default()
     };
@@ -131,9 +167,14 @@ fn save_load_round_trips_bit_for_bit() {
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("config.toml"), "[model]\n").unwrap();
     std::fs::write(run.join("best.safetensors"), [1u8, 2, 3, 250]).unwrap();
-    for (kind, storage) in [(Kind::Exact, Storage::F32), (Kind::Hnsw, Storage::F32), (Kind::Hnsw, Storage::F16)] {
+    for (kind, storage) in [
+        (Kind::Exact, Storage::F32),
+        (Kind::Hnsw, Storage::F32),
+        (Kind::Hnsw, Storage::F16),
+    ] {
         let mut a = labelled(kind, storage);
-        a.attach_model(&run, &["config.toml", "best.safetensors"]).unwrap();
+        a.attach_model(&run, &["config.toml", "best.safetensors"])
+            .unwrap();
         let da = tmp.path().join(format!("a-{kind:?}-{storage:?}"));
         let db = tmp.path().join(format!("b-{kind:?}-{storage:?}"));
         a.save(&da).unwrap();
@@ -151,13 +192,26 @@ fn save_load_round_trips_bit_for_bit() {
             assert_eq!(na, nb);
             assert!(ca == cb, "{kind:?}: {na} differs after load + save");
         }
-        assert_eq!(std::fs::read(db.join("model/best.safetensors")).unwrap(), [1, 2, 3, 250]);
+        assert_eq!(
+            std::fs::read(db.join("model/best.safetensors")).unwrap(),
+            [1, 2, 3, 250]
+        );
         let q = a.vectors().select_rows(&[0, 5, 9]);
         assert_eq!(a.search(&q, 10).unwrap(), b.search(&q, 10).unwrap());
-        // Saving over an existing index replaces it whole; no temp folders stay behind.
+        // Saving over an existing index replaces its files, keeps the user's own, and leaves
+        // no temp folders behind.
+        std::fs::create_dir_all(da.join("images")).unwrap();
+        std::fs::write(da.join("images/x.png"), b"mine").unwrap();
         b.save(&da).unwrap();
-        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(left.iter().all(|n| !n.to_string_lossy().starts_with('.')), "{left:?}");
+        assert_eq!(std::fs::read(da.join("images/x.png")).unwrap(), b"mine");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            left.iter().all(|n| !n.to_string_lossy().starts_with('.')),
+            "{left:?}"
+        );
     }
 }
 
@@ -176,7 +230,13 @@ fn corrupted_files_are_refused_by_name() {
         Ok(_) => panic!("{what}: a corrupted index loaded"),
         Err(e) => e.to_string(),
     };
-    for name in ["vectors.npy", "labels.npy", "ids.npy", "paths.txt", "hnsw.usearch"] {
+    for name in [
+        "vectors.npy",
+        "labels.npy",
+        "ids.npy",
+        "paths.txt",
+        "hnsw.usearch",
+    ] {
         // One flipped bit in the middle.
         let mut c = std::fs::read(dir.join(name)).unwrap();
         let mid = c.len() / 2;
@@ -208,9 +268,16 @@ fn corrupted_files_are_refused_by_name() {
     let other = tmp.path().join("notes");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("keep.txt"), "mine").unwrap();
-    let e = labelled(Kind::Exact, Storage::F32).save(&other).err().unwrap().to_string();
+    let e = labelled(Kind::Exact, Storage::F32)
+        .save(&other)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("not a simlearn index"), "{e}");
-    assert_eq!(std::fs::read_to_string(other.join("keep.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(other.join("keep.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
@@ -220,22 +287,53 @@ fn add_appends_like_building_at_once() {
     let all = Matrix::new(n, d, lcg(21, n * d)).unwrap();
     let labels: Vec<i64> = (0..n as i64).map(|i| i % 5).collect();
     for kind in [Kind::Exact, Kind::Hnsw] {
-        let opts = BuildOptions { kind, hnsw: HnswParams { m: 16, ef_construction: 200, ef_search: 200 }, ..BuildOptions::default() };
+        let opts = BuildOptions {
+            kind,
+            hnsw: HnswParams {
+                m: 16,
+                ef_construction: 200,
+                ef_search: 200,
+            },
+            ..BuildOptions::default()
+        };
         let whole = Index::build(all.clone(), Some(labels.clone()), None, &opts, &noop).unwrap();
         let first: Vec<usize> = (0..120).collect();
         let rest: Vec<usize> = (120..n).collect();
-        let mut part = Index::build(all.select_rows(&first), Some(labels[..120].to_vec()), None, &opts, &noop).unwrap();
+        let mut part = Index::build(
+            all.select_rows(&first),
+            Some(labels[..120].to_vec()),
+            None,
+            &opts,
+            &noop,
+        )
+        .unwrap();
         let tmp = tempfile::tempdir().unwrap();
         part.save(&tmp.path().join("i")).unwrap();
         let mut part = Index::load(&tmp.path().join("i")).unwrap();
-        part.add(&all.select_rows(&rest), Some(&labels[120..]), None, &noop).unwrap();
+        part.add(&all.select_rows(&rest), Some(&labels[120..]), None, &noop)
+            .unwrap();
         assert_eq!(part.ids(), whole.ids());
         assert_eq!(part.labels(), whole.labels());
-        assert!(part.add(&all.select_rows(&rest), None, None, &noop).is_err(), "labels required");
-        assert!(part.add(&Matrix::new(1, 3, vec![0.0; 3]).unwrap(), Some(&[1]), None, &noop).is_err());
+        assert!(
+            part.add(&all.select_rows(&rest), None, None, &noop)
+                .is_err(),
+            "labels required"
+        );
+        assert!(part
+            .add(
+                &Matrix::new(1, 3, vec![0.0; 3]).unwrap(),
+                Some(&[1]),
+                None,
+                &noop
+            )
+            .is_err());
         let q = all.select_rows(&[0, 50, 150, 199]);
         // A graph this small with ef 200 finds the exact neighbours.
-        assert_eq!(part.search(&q, 10).unwrap(), whole.search(&q, 10).unwrap(), "{kind:?}");
+        assert_eq!(
+            part.search(&q, 10).unwrap(),
+            whole.search(&q, 10).unwrap(),
+            "{kind:?}"
+        );
     }
 }
 
@@ -248,7 +346,11 @@ fn hnsw_recall_against_exact() {
     let exact = Index::build(m.clone(), None, None, &BuildOptions::default(), &noop).unwrap();
     let truth = exact.search(&q, 10).unwrap();
     for storage in [Storage::F32, Storage::F16, Storage::I8] {
-        let opts = BuildOptions { kind: Kind::Hnsw, storage, ..BuildOptions::default() };
+        let opts = BuildOptions {
+            kind: Kind::Hnsw,
+            storage,
+            ..BuildOptions::default()
+        };
         let h = Index::build(m.clone(), None, None, &opts, &noop).unwrap();
         let got = h.search(&q, 10).unwrap();
         let mut found = 0;
@@ -256,13 +358,22 @@ fn hnsw_recall_against_exact() {
             found += g.iter().filter(|x| t.iter().any(|y| y.id == x.id)).count();
             // Scores are always the exact ones, whatever the graph stores.
             for x in g {
-                let want = exact_score(Similarity::Cosine, q.row(truth.iter().position(|r| std::ptr::eq(r, t)).unwrap()), m.row(x.id as usize)) as f32;
+                let want = exact_score(
+                    Similarity::Cosine,
+                    q.row(truth.iter().position(|r| std::ptr::eq(r, t)).unwrap()),
+                    m.row(x.id as usize),
+                ) as f32;
                 assert_eq!(x.score, want);
             }
         }
         let recall = found as f64 / 1000.0;
         assert!(recall >= 0.95, "{storage:?}: recall@10 {recall}");
     }
-    let bad = BuildOptions { kind: Kind::Hnsw, storage: Storage::I8, similarity: Similarity::Dot, ..BuildOptions::default() };
+    let bad = BuildOptions {
+        kind: Kind::Hnsw,
+        storage: Storage::I8,
+        similarity: Similarity::Dot,
+        ..BuildOptions::default()
+    };
     assert!(Index::build(m, None, None, &bad, &noop).is_err());
 }
