@@ -7,12 +7,14 @@
 //! `gemm` (raw GEMM on one tile, 1 thread and gemm's own 2-thread mode, for comparison),
 //! `scan` (d = 8, where the top-k filter rather than GEMM dominates).
 //! Data are seeded Gaussian vectors; GFLOP/s counts `2·d` flops per computed score, i.e. the GEMM
-//! work actually done (half the Gram matrix in leave-one-out mode).
+//! work actually done (half the Gram matrix in leave-one-out mode). `K=100` overrides the `sop`
+//! case's k (the CLI's `--k 1,10,100` searches k = 100); `BLOCK_ROWS` the block size. Each line
+//! names the score kernel that ran (`avx512-fused` or `gemm-portable`).
 //! Peak memory: run the bench binary under `/usr/bin/time -v`.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use simlearn_eval::knn::{knn, knn_leave_one_out, KnnConfig, Similarity};
+use simlearn_eval::knn::{kernel_name, knn, knn_leave_one_out, KnnConfig, Similarity};
 use simlearn_eval::Matrix;
 use std::time::Instant;
 
@@ -38,15 +40,14 @@ fn loo(n: usize, d: usize, k: usize, sim: Similarity, block_rows: usize) {
     let t = Instant::now();
     let nb = knn_leave_one_out(&m, &cfg, None).unwrap();
     let s = t.elapsed().as_secs_f64();
-    // Upper-triangle tiles only: n²/2 scores plus half the diagonal tiles, with the block size
-    // `knn_leave_one_out` actually uses (at least ~4 blocks per thread).
-    let per_thread = n.div_ceil(4 * rayon::current_num_threads()).max(256);
-    let b = block_rows.min(per_thread).min(n) as f64;
-    let flops = 2.0 * d as f64 * (n as f64 * n as f64 / 2.0 + n as f64 * b / 2.0);
+    // The upper triangle of the Gram matrix: n(n + 1)/2 scores (diagonal blocks are computed
+    // by whole micro-tiles, a few percent more).
+    let flops = 2.0 * d as f64 * (n as f64 * (n as f64 + 1.0) / 2.0);
     println!(
-        "leave-one-out n={n} d={d} k={k} {:?} block={block_rows} threads={}: {s:.2} s, {:.1} GFLOP/s (first idx {})",
+        "leave-one-out n={n} d={d} k={k} {:?} block={block_rows} threads={} kernel={}: {s:.2} s, {:.1} GFLOP/s (first idx {})",
         sim,
         rayon::current_num_threads(),
+        kernel_name(),
         flops / s / 1e9,
         nb.row(0).0[0]
     );
@@ -65,8 +66,9 @@ fn separate(nq: usize, ng: usize, d: usize, k: usize, block_rows: usize) {
     let s = t.elapsed().as_secs_f64();
     let flops = 2.0 * d as f64 * nq as f64 * ng as f64;
     println!(
-        "query/gallery nq={nq} ng={ng} d={d} k={k} cosine block={block_rows} threads={}: {s:.2} s, {:.1} GFLOP/s (first idx {})",
+        "query/gallery nq={nq} ng={ng} d={d} k={k} cosine block={block_rows} threads={} kernel={}: {s:.2} s, {:.1} GFLOP/s (first idx {})",
         rayon::current_num_threads(),
+        kernel_name(),
         flops / s / 1e9,
         nb.row(0).0[0]
     );
@@ -129,7 +131,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2048);
     match case.as_str() {
-        "sop" => loo(60_502, 512, 12, Similarity::Cosine, block),
+        "sop" => {
+            let k = std::env::var("K")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(12);
+            loo(60_502, 512, k, Similarity::Cosine, block)
+        }
         "big" => separate(10_000, 1_000_000, 128, 10, block),
         "scan" => {
             // d = 8: GEMM is cheap, so this measures the per-score top-k overhead.
