@@ -86,6 +86,25 @@ impl TrainObserver for TrainBars {
         }
         eprintln!("{line}");
     }
+
+    fn note(&mut self, text: &str) {
+        // Warnings are the user's to see even with --json (stderr stays out of the JSON).
+        if !self.quiet || text.starts_with("warning") {
+            eprintln!("{text}");
+        }
+    }
+
+    fn work(&mut self, what: &str, done: usize, total: usize) {
+        if self.quiet {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| bar(total as u64, what, false));
+        bar.set_position(done as u64);
+        if done >= total {
+            bar.finish_and_clear();
+            self.bar = None;
+        }
+    }
 }
 
 /// A bar over `len` items with rate and ETA; hidden with `quiet` (for `--json`).

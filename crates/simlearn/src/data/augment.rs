@@ -108,6 +108,18 @@ pub fn item_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(key)
 }
 
+/// Which of `views` fixed augmented views image `index` shows in `epoch` (`views > 0`): a
+/// draw from a stream of its own (bytes 24..32 of the key mark it), so the choice does not
+/// correlate with any augmentation stream.
+pub fn view_of(seed: u64, epoch: u64, index: u64, views: u64) -> u64 {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&epoch.to_le_bytes());
+    key[16..24].copy_from_slice(&index.to_le_bytes());
+    key[24..].copy_from_slice(b"viewpick");
+    ChaCha8Rng::from_seed(key).random_range(0..views)
+}
+
 /// torchvision's `RandomResizedCrop.get_params` for a `width × height` image: up to 10 tries of
 /// an area fraction `s ~ U(scale)` and a log-uniform aspect ratio `r ~ exp(U(ln ratio))`, giving
 /// `w = round(sqrt(s·A·r))`, `h = round(sqrt(s·A/r))` (ties to even, as Python's `round`); the
@@ -401,6 +413,25 @@ pub struct ImageLoader {
     config: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
     warnings: Arc<Mutex<Vec<String>>>,
+    views: u64,
+}
+
+/// The augmentation "epoch" each image of a batch is drawn with.
+#[derive(Debug, Clone, Copy)]
+enum ItemEpoch {
+    /// Every image uses the batch's epoch.
+    Epoch(u64),
+    /// Each image shows one of `views` fixed views, picked by [`view_of`].
+    Views { epoch: u64, views: u64, seed: u64 },
+}
+
+impl ItemEpoch {
+    fn of(self, index: u64) -> u64 {
+        match self {
+            ItemEpoch::Epoch(e) => e,
+            ItemEpoch::Views { epoch, views, seed } => view_of(seed, epoch, index, views),
+        }
+    }
 }
 
 impl ImageLoader {
@@ -429,7 +460,52 @@ impl ImageLoader {
             config,
             pool: Arc::new(pool),
             warnings: Arc::new(Mutex::new(Vec::new())),
+            views: 0,
         })
+    }
+
+    /// Fixed views: with `views > 0`, image `i` of epoch `e` is augmented as view
+    /// `view_of(seed, e, i, views)` (its augmentation stream is that of "epoch" = the view),
+    /// so every image has `views` distinct augmentations over the whole run.
+    pub fn with_views(mut self, views: u64) -> Self {
+        self.views = views;
+        self
+    }
+
+    /// The view image `index` shows in `epoch` under [`Self::with_views`] (`None` without
+    /// fixed views).
+    pub fn view(&self, epoch: u64, index: u64) -> Option<u64> {
+        (self.views > 0).then(|| view_of(self.pipeline.seed, epoch, index, self.views))
+    }
+
+    /// The number of fixed views (0: fresh augmentations every epoch).
+    pub fn views(&self) -> u64 {
+        self.views
+    }
+
+    fn item_epoch(&self, epoch: u64) -> ItemEpoch {
+        if self.views > 0 {
+            ItemEpoch::Views {
+                epoch,
+                views: self.views,
+                seed: self.pipeline.seed,
+            }
+        } else {
+            ItemEpoch::Epoch(epoch)
+        }
+    }
+
+    /// Decodes view `view` of every image of `batch` (what the trunk cache stores).
+    pub fn load_view(&self, view: u64, batch: &[usize]) -> Result<ImageBatch, DataError> {
+        build_batch(
+            &self.dataset,
+            &self.pipeline,
+            self.config.skip_bad,
+            &self.pool,
+            &self.warnings,
+            ItemEpoch::Epoch(view),
+            batch,
+        )
     }
 
     /// Messages of the images skipped so far (one per bad image and epoch, naming the file).
@@ -445,7 +521,7 @@ impl ImageLoader {
             self.config.skip_bad,
             &self.pool,
             &self.warnings,
-            epoch,
+            self.item_epoch(epoch),
             batch,
         )
     }
@@ -459,9 +535,12 @@ impl ImageLoader {
         let skip_bad = self.config.skip_bad;
         let pool = self.pool.clone();
         let warnings = self.warnings.clone();
+        let item_epoch = self.item_epoch(epoch);
         let handle = std::thread::spawn(move || {
             for b in batches {
-                let r = build_batch(&dataset, &pipeline, skip_bad, &pool, &warnings, epoch, &b);
+                let r = build_batch(
+                    &dataset, &pipeline, skip_bad, &pool, &warnings, item_epoch, &b,
+                );
                 let stop = r.is_err();
                 if matches!(&r, Ok(batch) if batch.indices.is_empty()) {
                     continue;
@@ -485,7 +564,7 @@ fn build_batch(
     skip_bad: bool,
     pool: &rayon::ThreadPool,
     warnings: &Mutex<Vec<String>>,
-    epoch: u64,
+    epoch: ItemEpoch,
     batch: &[usize],
 ) -> Result<ImageBatch, DataError> {
     if let Some(&i) = batch.iter().find(|&&i| i >= dataset.len()) {
@@ -497,7 +576,7 @@ fn build_batch(
     let results: Vec<Result<Vec<f32>, DataError>> = pool.install(|| {
         batch
             .par_iter()
-            .map(|&i| pipeline.load(&dataset.paths[i], epoch, i as u64))
+            .map(|&i| pipeline.load(&dataset.paths[i], epoch.of(i as u64), i as u64))
             .collect()
     });
     let mut data = Vec::with_capacity(batch.len() * pipeline.output_len());

@@ -8,6 +8,7 @@
 //! γ/β trained); P256 SOP/iNat/In-Shop = average pooling; P224 = GeM p = 3, BatchNorm fully
 //! frozen.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, Param};
@@ -112,6 +113,34 @@ impl Architecture {
     }
 }
 
+/// How the trunk cache ([`BackboneConfig::cache`]) stores values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheDtype {
+    /// IEEE half precision (11 significant bits).
+    #[default]
+    F16,
+    /// Single precision: bit-for-bit the trunk's outputs.
+    F32,
+}
+
+impl CacheDtype {
+    /// Bytes per stored value.
+    pub fn size(self) -> usize {
+        match self {
+            CacheDtype::F16 => 2,
+            CacheDtype::F32 => 4,
+        }
+    }
+    /// The name used in file names and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheDtype::F16 => "f16",
+            CacheDtype::F32 => "f32",
+        }
+    }
+}
+
 /// Configuration of a [`Backbone`] (`[backbone]` in a run's TOML).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -128,6 +157,23 @@ pub struct BackboneConfig {
     /// Channel width of the first ResNet stage (64 in every published model) or the width
     /// multiplier ×64 of EfficientNet-Lite (64 = Lite0). Only test fixtures change it.
     pub width: usize,
+    /// Partial fine-tuning (TF-Similarity's frozen / partial / full): train only the last
+    /// `train_stages` stages of the trunk ([`Backbone::num_stages`]: 5 for ResNet — stem,
+    /// layer1–4 —, 9 for EfficientNet-Lite — stem, seven MBConv stages, head convolution).
+    /// The frozen stages run without autodiff and their weights never change. `0` freezes the
+    /// whole trunk (only the head trains); unset (default) trains every stage.
+    pub train_stages: Option<usize>,
+    /// Fixed augmented views per training image: `0` (default) draws a fresh augmentation
+    /// every epoch; `V > 0` gives each image `V` fixed random views, one of which (drawn from
+    /// the seed, epoch and image) it shows in each epoch. Needed for [`Self::cache`].
+    pub views: usize,
+    /// Cache the frozen stages' outputs of every view of every training image (f16, memory
+    /// mapped, under the run folder) so that an epoch runs only the trained stages. Needs
+    /// `views > 0` and `train_stages` below the number of stages.
+    pub cache: bool,
+    /// Storage of the trunk cache: `f16` (default: half the bytes; values within 2⁻¹¹
+    /// relative of the trunk's) or `f32` (exactly the trunk's outputs, twice the size).
+    pub cache_dtype: CacheDtype,
 }
 
 impl Default for BackboneConfig {
@@ -138,6 +184,10 @@ impl Default for BackboneConfig {
             pooling: Pooling::Avg,
             batch_norm: BatchNormMode::FrozenStats,
             width: 64,
+            train_stages: None,
+            views: 0,
+            cache: false,
+            cache_dtype: CacheDtype::F16,
         }
     }
 }
@@ -198,12 +248,79 @@ impl BackboneConfig {
     }
 }
 
+impl BackboneConfig {
+    /// How many leading stages stay frozen, checked against the architecture.
+    pub fn frozen_stages(&self) -> Result<usize, BackboneError> {
+        let n = match self.arch {
+            Architecture::Resnet18 | Architecture::Resnet50 => ResNet::NUM_STAGES,
+            Architecture::EfficientnetLite0 => EfficientNetLite::NUM_STAGES,
+        };
+        match self.train_stages {
+            None => Ok(0),
+            Some(t) if t <= n => Ok(n - t),
+            Some(t) => Err(BackboneError::Config(format!(
+                "backbone.train_stages = {t}, but {:?} has {n} stages",
+                self.arch
+            ))),
+        }
+    }
+}
+
 impl Backbone {
     /// Pooled features of a normalised image batch, `n × feature_dim`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         match self {
             Backbone::ResNet(m) => m.forward_features(x),
             Backbone::EfficientNet(m) => m.forward_features(x),
+        }
+    }
+
+    /// Stages of the trunk (see [`BackboneConfig::train_stages`]).
+    pub fn num_stages(&self) -> usize {
+        match self {
+            Backbone::ResNet(_) => ResNet::NUM_STAGES,
+            Backbone::EfficientNet(_) => EfficientNetLite::NUM_STAGES,
+        }
+    }
+
+    /// Runs stages `stages` on `x`, the output of the stage before `stages.start`.
+    pub fn forward_stages(&self, x: Tensor<4>, stages: Range<usize>) -> Tensor<4> {
+        match self {
+            Backbone::ResNet(m) => m.forward_stages(x, stages),
+            Backbone::EfficientNet(m) => m.forward_stages(x, stages),
+        }
+    }
+
+    /// Global pooling of the last stage's feature map.
+    pub fn pool(&self, map: Tensor<4>) -> Tensor<2> {
+        match self {
+            Backbone::ResNet(m) => m.pool(map),
+            Backbone::EfficientNet(m) => m.pool(map),
+        }
+    }
+
+    /// The first `frozen` stages of an image batch `x` on the inner (non-autodiff) device:
+    /// what a partially fine-tuned model computes without a graph, and what the trunk cache
+    /// stores. BatchNorm there uses its running statistics (inference behaviour), as frozen
+    /// layers do in TF-Similarity and PyTorch's `eval()`.
+    pub fn forward_frozen(&self, x: Tensor<4>, frozen: usize) -> Tensor<4> {
+        self.valid().forward_stages(x, 0..frozen)
+    }
+
+    /// Pooled features from the output of the first `frozen` stages (an inner tensor, as
+    /// [`Self::forward_frozen`] gives), running the trained stages with autodiff.
+    pub fn forward_trained(&self, frozen_map: Tensor<4>, frozen: usize) -> Tensor<2> {
+        let x = Tensor::from_inner(frozen_map);
+        self.pool(self.forward_stages(x, frozen..self.num_stages()))
+    }
+
+    /// Pooled features with the first `frozen` stages run without autodiff (`frozen = 0`: the
+    /// plain [`Self::forward`]).
+    pub fn forward_partial(&self, x: Tensor<4>, frozen: usize) -> Tensor<2> {
+        if frozen == 0 {
+            self.forward(x)
+        } else {
+            self.forward_trained(self.forward_frozen(x.inner(), frozen), frozen)
         }
     }
 

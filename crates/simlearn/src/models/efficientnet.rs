@@ -9,6 +9,8 @@
 //! after), because that is how the weights were trained. BatchNorm eps 1e-3, momentum 0.01
 //! (TensorFlow's 0.99 decay). Inputs are normalised with mean = std = 0.5 (per channel).
 
+use std::ops::Range;
+
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -221,13 +223,41 @@ impl EfficientNetLite {
         })
     }
 
+    /// Stages of partial fine-tuning: the stem, the seven MBConv stages of the B0 table, and
+    /// the head convolution (`conv_head`, `bn1`).
+    pub const NUM_STAGES: usize = STAGES.len() + 2;
+
+    /// Runs stages `stages` (0 = stem, 1–7 = MBConv stages, 8 = head convolution) on `x`, the
+    /// output of the stage before `stages.start` (the image batch for 0).
+    pub fn forward_stages(&self, mut x: Tensor<4>, stages: Range<usize>) -> Tensor<4> {
+        assert!(
+            stages.end <= Self::NUM_STAGES,
+            "EfficientNet-Lite has {} stages",
+            Self::NUM_STAGES
+        );
+        for s in stages {
+            x = if s == 0 {
+                relu6(self.bn0.forward(same_conv(&self.conv_stem, x)))
+            } else if s == Self::NUM_STAGES - 1 {
+                relu6(self.bn1.forward(same_conv(&self.conv_head, x)))
+            } else {
+                let first: usize = STAGES[..s - 1].iter().map(|st| st.0).sum();
+                self.blocks[first..first + STAGES[s - 1].0]
+                    .iter()
+                    .fold(x, |x, block| block.forward(x))
+            };
+        }
+        x
+    }
+
     /// The head's feature map, `n × head_channels × ⌈h/32⌉ × ⌈w/32⌉`.
     pub fn forward_map(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = relu6(self.bn0.forward(same_conv(&self.conv_stem, x)));
-        for block in &self.blocks {
-            x = block.forward(x);
-        }
-        relu6(self.bn1.forward(same_conv(&self.conv_head, x)))
+        self.forward_stages(x, 0..Self::NUM_STAGES)
+    }
+
+    /// Global pooling of a head feature map.
+    pub fn pool(&self, map: Tensor<4>) -> Tensor<2> {
+        self.pooling.pool(map)
     }
 
     /// Pooled features, `n × feature_dim`.

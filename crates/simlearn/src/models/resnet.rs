@@ -7,6 +7,8 @@
 //! initialised Kaiming-normal (fan-out, ReLU gain) as in torchvision; a pretrained file
 //! overwrites every one of them.
 
+use std::ops::Range;
+
 use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -195,21 +197,39 @@ impl ResNet {
         })
     }
 
-    /// The last stage's feature map, `n × C × h/32 × w/32`.
-    pub fn forward_map(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self
-            .maxpool
-            .forward(relu(self.bn1.forward(self.conv1.forward(x))));
-        for block in self
-            .layer1
-            .iter()
-            .chain(&self.layer2)
-            .chain(&self.layer3)
-            .chain(&self.layer4)
-        {
-            x = block.forward(x);
+    /// Stages of partial fine-tuning: the stem (`conv1`, `bn1`, max-pool) and `layer1`–`layer4`.
+    pub const NUM_STAGES: usize = 5;
+
+    /// Runs stages `stages` (0 = stem, 1–4 = `layer1`–`layer4`) on `x`, the output of the stage
+    /// before `stages.start` (the image batch for 0).
+    pub fn forward_stages(&self, mut x: Tensor<4>, stages: Range<usize>) -> Tensor<4> {
+        assert!(
+            stages.end <= Self::NUM_STAGES,
+            "ResNet has {} stages",
+            Self::NUM_STAGES
+        );
+        for s in stages {
+            x = match s {
+                0 => self
+                    .maxpool
+                    .forward(relu(self.bn1.forward(self.conv1.forward(x)))),
+                _ => {
+                    let layer = [&self.layer1, &self.layer2, &self.layer3, &self.layer4][s - 1];
+                    layer.iter().fold(x, |x, block| block.forward(x))
+                }
+            };
         }
         x
+    }
+
+    /// The last stage's feature map, `n × C × h/32 × w/32`.
+    pub fn forward_map(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_stages(x, 0..Self::NUM_STAGES)
+    }
+
+    /// Global pooling of a last-stage feature map.
+    pub fn pool(&self, map: Tensor<4>) -> Tensor<2> {
+        self.pooling.pool(map)
     }
 
     /// Pooled features, `n × feature_dim`.

@@ -16,27 +16,27 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::Gradients;
 use serde::{Deserialize, Serialize};
 use simlearn_eval::{ClassReport, EvalConfig, Matrix};
 
 use super::checkpoint::{
-    load_module, load_safetensors, module_tensors, save_safetensors, write_atomic,
+    load_module, load_safetensors, module_tensors, save_safetensors, NamedTensor,
 };
 use super::optim::Adam;
+use super::trunk_cache::TrunkCache;
 use super::{
-    metric_map, record_terms, run_metadata, select_better, EpochRecord, RunFiles, TrainConfig,
-    TrainError, TrainObserver,
+    metric_map, run, run_metadata, BatchSource, ClassTask, EpochRecord, SourceBatch, TrainConfig,
+    TrainError, TrainObserver, Trainee,
 };
 use crate::data::augment::{Geometry, ImageLoader, LoaderConfig, Normalize, Pipeline};
 use crate::data::images::{ImageDataset, InShop};
 use crate::data::DataError;
-use crate::losses::ClassLoss;
-use crate::models::backbone::BackboneConfig;
+use crate::models::backbone::{BackboneConfig, BatchNormMode};
 use crate::models::{Backbone, EmbeddingHead};
 
 /// On-disk layout of an image dataset.
@@ -340,15 +340,151 @@ pub struct ImageTrainOutcome {
     pub best_value: Option<f64>,
 }
 
-/// Saved between epochs for exact resume.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ImageResumeState {
-    next_epoch: usize,
-    steps: usize,
-    best_epoch: Option<usize>,
-    best_value: Option<f64>,
-    optimizer_steps: HashMap<String, u64>,
-    history: Vec<EpochRecord>,
+/// Backbone (trained stages) and head with their optimisers, for the one training loop.
+#[derive(Clone)]
+pub(crate) struct ImageTrainee {
+    pub(crate) model: ImageModel,
+    /// Leading trunk stages that stay frozen (run without autodiff).
+    frozen: usize,
+    batch_norm: BatchNormMode,
+    backbone_opt: Adam,
+    head_opt: Adam,
+    backbone_lr_mult: f64,
+}
+
+impl Trainee for ImageTrainee {
+    fn forward(&self, batch: SourceBatch, device: &Device) -> Result<Tensor<2>, TrainError> {
+        let [n, c, h, w] = batch.shape[..] else {
+            return Err(TrainError::Config(format!(
+                "a backbone takes n × c × h × w inputs, got a batch of shape {:?}",
+                batch.shape
+            )));
+        };
+        let data = TensorData::new(batch.data, [n, c, h, w]);
+        let backbone = &self.model.backbone;
+        let features = if batch.stages == 0 && self.frozen == 0 {
+            backbone.forward(Tensor::<4>::from_data(data, device))
+        } else {
+            // Frozen stages never see the autodiff device: no graph is recorded for them.
+            let inner = device.clone().without_autodiff();
+            let x = Tensor::<4>::from_data(data, &inner);
+            let map = match batch.stages {
+                0 => backbone.forward_frozen(x, self.frozen),
+                s if s == self.frozen => x,
+                s => {
+                    return Err(TrainError::Config(format!(
+                        "cached trunk outputs after {s} stages, but the model freezes {}",
+                        self.frozen
+                    )))
+                }
+            };
+            backbone.forward_trained(map, self.frozen)
+        };
+        Ok(self.model.head.forward(features))
+    }
+
+    fn step(mut self, grads: &mut Gradients, lr: f64) -> Self {
+        let mut head_grads = GradientsParams::from_module(grads, &self.model.head);
+        self.model.head = self.head_opt.step(self.model.head, &mut head_grads, lr);
+        if self.frozen < self.model.backbone.num_stages() {
+            let mut backbone_grads = GradientsParams::from_module(grads, &self.model.backbone);
+            self.model.backbone = self.backbone_opt.step(
+                self.model.backbone,
+                &mut backbone_grads,
+                lr * self.backbone_lr_mult,
+            );
+        }
+        self
+    }
+
+    fn state_tensors(&self) -> (Vec<NamedTensor>, HashMap<String, u64>) {
+        let mut tensors = module_tensors(&self.model.head, "head.");
+        let mut steps = HashMap::new();
+        for (opt, prefix) in [
+            (&self.backbone_opt, "optim.backbone."),
+            (&self.head_opt, "optim.head."),
+        ] {
+            let (t, s) = opt.state_tensors(prefix);
+            tensors.extend(t);
+            steps.extend(s);
+        }
+        (tensors, steps)
+    }
+
+    fn save_files(&self, dir: &Path, which: &str, epoch: usize) -> Result<(), TrainError> {
+        self.model
+            .backbone
+            .save_safetensors(&dir.join(format!("backbone-{which}.safetensors")))
+            .map_err(|e| TrainError::Io(e.to_string()))?;
+        if which == "last" {
+            // The head of `last` is in last.safetensors with the optimiser state.
+            return Ok(());
+        }
+        save_safetensors(
+            &dir.join(format!("{which}.safetensors")),
+            &module_tensors(&self.model.head, "head."),
+            run_metadata(epoch),
+        )
+    }
+
+    fn load_last(
+        &mut self,
+        dir: &Path,
+        tensors: &HashMap<String, NamedTensor>,
+        steps: &HashMap<String, u64>,
+        device: &Device,
+    ) -> Result<(), TrainError> {
+        self.model.backbone = self
+            .model
+            .backbone
+            .clone()
+            .load_weights(&dir.join("backbone-last.safetensors"))
+            .map_err(|e| TrainError::Checkpoint(e.to_string()))?
+            .with_batch_norm(self.batch_norm);
+        self.model.head = load_module(self.model.head.clone(), tensors, "head.")?;
+        self.backbone_opt
+            .load_state(tensors, steps, "optim.backbone.", device)?;
+        self.head_opt
+            .load_state(tensors, steps, "optim.head.", device)
+    }
+
+    fn load_best(&self, dir: &Path) -> Result<Self, TrainError> {
+        let mut best = self.clone();
+        best.model.backbone = best
+            .model
+            .backbone
+            .load_weights(&dir.join("backbone-best.safetensors"))
+            .map_err(|e| TrainError::Checkpoint(e.to_string()))?
+            .with_batch_norm(self.batch_norm);
+        let (tensors, _) = load_safetensors(&dir.join("best.safetensors"))?;
+        best.model.head = load_module(best.model.head, &tensors, "head.")?;
+        Ok(best)
+    }
+}
+
+/// Decoded, augmented images.
+struct ImageSource(ImageLoader);
+
+impl BatchSource for ImageSource {
+    fn epoch<'a>(
+        &'a self,
+        epoch: u64,
+        batches: Vec<Vec<usize>>,
+    ) -> Box<dyn Iterator<Item = Result<SourceBatch, TrainError>> + 'a> {
+        Box::new(self.0.epoch(epoch, batches).map(|b| {
+            let b = b?;
+            Ok(SourceBatch {
+                indices: b.indices,
+                data: b.data,
+                shape: b.shape.to_vec(),
+                stages: 0,
+            })
+        }))
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.0.warnings()
+    }
 }
 
 fn validate_images(
@@ -390,7 +526,9 @@ fn validate_images(
 }
 
 /// Fine-tunes `[backbone]` + `[model]` on the images of `[images]` with the class loss of
-/// `[loss]` and the batches of `[sampler]`. See the module docs for the run folder.
+/// `[loss]` and the batches of `[sampler]`: all stages, or the last `backbone.train_stages`
+/// (the others frozen, optionally with their outputs cached: see [`super::trunk_cache`]).
+/// See the module docs for the run folder.
 pub fn train_images(
     cfg: &TrainConfig,
     out_dir: Option<&Path>,
@@ -401,6 +539,15 @@ pub fn train_images(
         TrainError::Config("data.source = \"images\" needs an [images] section".into())
     })?;
     let bcfg: BackboneConfig = cfg.backbone.clone().unwrap_or_default();
+    let frozen = bcfg
+        .frozen_stages()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    if bcfg.cache && (bcfg.views == 0 || frozen == 0) {
+        return Err(TrainError::Config(
+            "backbone.cache needs backbone.views > 0 and backbone.train_stages below the number of stages"
+                .into(),
+        ));
+    }
     let normalize: Normalize = images
         .normalize
         .map(Normalize::from)
@@ -423,217 +570,93 @@ pub fn train_images(
         .map(|(i, &c)| (c, i as i64))
         .collect();
     let dense: Vec<i64> = labels.iter().map(|l| class_id[l]).collect();
-    let mut sampler = cfg.sampler.build_with_supers(
+    let sampler = cfg.sampler.build_with_supers(
         &dense,
         splits.train.super_labels.as_deref(),
         cfg.train.seed,
     )?;
-    let mut loss = cfg
+    let loss = cfg
         .loss
         .init(classes.len(), cfg.model.output_dim, &device)?;
     let head = cfg
         .model
         .init(cfg.train.seed, &device)
         .map_err(TrainError::Config)?;
-    let mut model = ImageModel { backbone, head };
+    let trainee = ImageTrainee {
+        model: ImageModel { backbone, head },
+        frozen,
+        batch_norm: bcfg.batch_norm,
+        backbone_opt: Adam::new(cfg.optim.clone()),
+        head_opt: Adam::new(cfg.optim.clone()),
+        backbone_lr_mult: cfg.optim.backbone_lr_mult,
+    };
 
     let train_set = Arc::new(splits.train);
     let loader = ImageLoader::new(
         train_set.clone(),
         images.train_pipeline(normalize, cfg.train.seed),
         images.loader(),
-    )?;
+    )?
+    .with_views(bcfg.views as u64);
     let eval_pipeline = images.eval_pipeline(normalize);
     eval_pipeline.validate()?;
-
-    let mut backbone_opt = Adam::new(cfg.optim.clone());
-    let mut head_opt = Adam::new(cfg.optim.clone());
-    let mut loss_opt = Adam::new(cfg.optim.clone());
-    let loss_lr_mult = cfg.loss.proxy_lr_multiplier().unwrap_or(1.0);
-    let files = out_dir.map(|d| RunFiles {
-        dir: d.to_path_buf(),
-    });
-    let mut state = ImageResumeState {
-        next_epoch: 0,
-        steps: 0,
-        best_epoch: None,
-        best_value: None,
-        optimizer_steps: HashMap::new(),
-        history: Vec::new(),
+    let source: Box<dyn BatchSource> = if bcfg.cache {
+        let dir = out_dir.ok_or_else(|| {
+            TrainError::Config("backbone.cache needs a run folder (--out)".into())
+        })?;
+        Box::new(TrunkCache::open_or_build(
+            &dir.join("trunk-cache"),
+            &trainee.model.backbone,
+            frozen,
+            &loader,
+            &train_set,
+            &cfg,
+            &device,
+            observer,
+        )?)
+    } else {
+        Box::new(ImageSource(loader))
     };
-    if let Some(f) = &files {
-        std::fs::create_dir_all(&f.dir)
-            .map_err(|e| TrainError::Io(format!("{}: {e}", f.dir.display())))?;
-        let state_path = f.dir.join("state.json");
-        if resume && state_path.exists() {
-            let text = std::fs::read_to_string(&state_path)
-                .map_err(|e| TrainError::Io(format!("{}: {e}", state_path.display())))?;
-            state = serde_json::from_str(&text)
-                .map_err(|e| TrainError::Io(format!("{}: {e}", state_path.display())))?;
-            model.backbone = model
-                .backbone
-                .load_weights(&f.dir.join("backbone-last.safetensors"))
-                .map_err(|e| TrainError::Checkpoint(e.to_string()))?
-                .with_batch_norm(bcfg.batch_norm);
-            let (tensors, _) = load_safetensors(&f.dir.join("last.safetensors"))?;
-            model.head = load_module(model.head, &tensors, "head.")?;
-            if loss.has_parameters() {
-                loss = load_module(loss, &tensors, "loss.")?;
-            }
-            backbone_opt.load_state(
-                &tensors,
-                &state.optimizer_steps,
-                "optim.backbone.",
-                &device,
-            )?;
-            head_opt.load_state(&tensors, &state.optimizer_steps, "optim.head.", &device)?;
-            loss_opt.load_state(&tensors, &state.optimizer_steps, "optim.loss.", &device)?;
-        } else {
-            let _ = std::fs::remove_file(f.dir.join("metrics.jsonl"));
-        }
-        let text = toml::to_string_pretty(&cfg).map_err(|e| TrainError::Config(e.to_string()))?;
-        write_atomic(&f.dir.join("config.toml"), text.as_bytes())?;
-    }
 
+    let mut task = ClassTask {
+        sampler,
+        labels: dense,
+        loss,
+    };
     let eval_cfg = cfg.eval_config();
     let eval_batch = cfg.sampler.batch_size.max(1);
-    let mut best: Option<ImageModel> = None;
-    for epoch in state.next_epoch..cfg.train.epochs {
-        let lr = cfg.optim.lr_at_epoch(epoch);
-        let batches = sampler.epoch(epoch as u64);
-        observer.epoch_start(epoch, batches.len());
-        let started = Instant::now();
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut total_sum = 0.0;
-        let mut done = 0usize;
-        for (b, batch) in loader.epoch(epoch as u64, batches).enumerate() {
-            let batch = batch?;
-            let y: Vec<i64> = batch.indices.iter().map(|&i| dense[i]).collect();
-            let x = Tensor::<4>::from_data(TensorData::new(batch.data, batch.shape), &device);
-            let emb = model.head.forward(model.backbone.forward(x));
-            let out = loss.forward(emb, &y).map_err(|e| TrainError::Diverged {
-                epoch,
-                step: state.steps,
-                cause: e.to_string(),
-            })?;
-            let terms = record_terms(&out, epoch, state.steps, &mut total_sum, &mut sums)?;
-            let mut grads = out.total.backward();
-            let mut head_grads = GradientsParams::from_module(&mut grads, &model.head);
-            let mut backbone_grads = GradientsParams::from_module(&mut grads, &model.backbone);
-            model.head = head_opt.step(model.head, &mut head_grads, lr);
-            model.backbone = backbone_opt.step(
-                model.backbone,
-                &mut backbone_grads,
-                lr * cfg.optim.backbone_lr_mult,
-            );
-            if loss.has_parameters() {
-                let mut loss_grads = GradientsParams::from_module(&mut grads, &loss);
-                loss = loss_opt.step(loss, &mut loss_grads, lr * loss_lr_mult);
-            }
-            state.steps += 1;
-            done += 1;
-            observer.step(epoch, b, &terms);
-        }
-        let warnings = loader.warnings();
-        if !warnings.is_empty() {
-            eprintln!(
-                "warning: {} image(s) skipped so far; first: {}",
-                warnings.len(),
-                warnings[0]
-            );
-        }
-        let n = done.max(1) as f64;
-        let mut record = EpochRecord {
-            epoch,
-            steps: state.steps,
-            lr,
-            loss: total_sum / n,
-            terms: sums.into_iter().map(|(k, v)| (k, v / n)).collect(),
-            seconds: started.elapsed().as_secs_f64(),
-            validation: None,
+    let validate = |t: &ImageTrainee| -> Result<Option<BTreeMap<String, f64>>, TrainError> {
+        let Some(val) = &splits.val else {
+            return Ok(None);
         };
-        let last_epoch = epoch + 1 == cfg.train.epochs;
-        if let Some(val) = &splits.val {
-            if cfg.train.eval_every > 0 && ((epoch + 1) % cfg.train.eval_every == 0 || last_epoch) {
-                let report = validate_images(
-                    &model,
-                    val,
-                    eval_pipeline,
-                    images.loader(),
-                    eval_batch,
-                    &eval_cfg,
-                    &device,
-                )?;
-                let metrics = metric_map(&report.metrics);
-                let value = *metrics.get(&cfg.train.select_metric).ok_or_else(|| {
-                    TrainError::Config(format!(
-                        "train.select_metric: \"{}\" is not among the evaluated metrics ({})",
-                        cfg.train.select_metric,
-                        metrics.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ))
-                })?;
-                if select_better(&cfg.train.select_metric, value, state.best_value) {
-                    state.best_value = Some(value);
-                    state.best_epoch = Some(epoch);
-                    best = Some(model.clone());
-                    if let Some(f) = &files {
-                        save_model(&f.dir, "best", &model, epoch)?;
-                    }
-                }
-                record.validation = Some(metrics);
-            }
-        }
-        if let Some(f) = &files {
-            f.append_metrics(&record)?;
-        }
-        state.history.push(record.clone());
-        state.next_epoch = epoch + 1;
-        if let Some(f) = &files {
-            let mut tensors = module_tensors(&model.head, "head.");
-            if loss.has_parameters() {
-                tensors.extend(module_tensors(&loss, "loss."));
-            }
-            let mut steps = HashMap::new();
-            for (opt, prefix) in [
-                (&backbone_opt, "optim.backbone."),
-                (&head_opt, "optim.head."),
-                (&loss_opt, "optim.loss."),
-            ] {
-                let (t, s) = opt.state_tensors(prefix);
-                tensors.extend(t);
-                steps.extend(s);
-            }
-            state.optimizer_steps = steps;
-            model
-                .backbone
-                .save_safetensors(&f.dir.join("backbone-last.safetensors"))
-                .map_err(|e| TrainError::Io(e.to_string()))?;
-            save_safetensors(
-                &f.dir.join("last.safetensors"),
-                &tensors,
-                run_metadata(epoch),
-            )?;
-            let text = serde_json::to_string_pretty(&state).expect("state serialises");
-            write_atomic(&f.dir.join("state.json"), text.as_bytes())?;
-        }
-        observer.epoch_end(&record);
-    }
+        let report = validate_images(
+            &t.model,
+            val,
+            eval_pipeline,
+            images.loader(),
+            eval_batch,
+            &eval_cfg,
+            &device,
+        )?;
+        Ok(Some(metric_map(&report.metrics)))
+    };
+    let loss_lr_mult = cfg.loss.proxy_lr_multiplier().unwrap_or(1.0);
+    let out = run(
+        &cfg,
+        trainee,
+        source.as_ref(),
+        &mut task,
+        &validate,
+        loss_lr_mult,
+        &device,
+        out_dir,
+        resume,
+        observer,
+    )?;
     Ok(ImageTrainOutcome {
-        model: best.unwrap_or(model),
-        history: state.history,
-        best_epoch: state.best_epoch,
-        best_value: state.best_value,
+        model: out.trainee.model,
+        history: out.history,
+        best_epoch: out.best_epoch,
+        best_value: out.best_value,
     })
-}
-
-fn save_model(dir: &Path, which: &str, model: &ImageModel, epoch: usize) -> Result<(), TrainError> {
-    model
-        .backbone
-        .save_safetensors(&dir.join(format!("backbone-{which}.safetensors")))
-        .map_err(|e| TrainError::Io(e.to_string()))?;
-    save_safetensors(
-        &dir.join(format!("{which}.safetensors")),
-        &module_tensors(&model.head, "head."),
-        run_metadata(epoch),
-    )
 }

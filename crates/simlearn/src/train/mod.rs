@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod images;
 pub mod optim;
+pub mod trunk_cache;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -24,6 +25,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::Gradients;
 use serde::{Deserialize, Serialize};
 use simlearn_eval::{ClassReport, ContinuousConfig, ContinuousReport, EvalConfig, Matrix};
 
@@ -33,7 +35,9 @@ use crate::losses::registry::AnyClassLoss;
 use crate::losses::{ClassLoss, ContinuousLoss, LossError, LossOutput};
 use crate::models::EmbeddingHead;
 use crate::samplers::{BatchSampler, BinaryTripletSampler, DenseBatch, DenseTripletSampler};
-use checkpoint::{load_module, load_safetensors, module_tensors, save_safetensors, write_atomic};
+use checkpoint::{
+    load_module, load_safetensors, module_tensors, save_safetensors, write_atomic, NamedTensor,
+};
 pub use config::TrainConfig;
 use optim::Adam;
 
@@ -112,6 +116,10 @@ pub trait TrainObserver {
     fn step(&mut self, _epoch: usize, _batch: usize, _terms: &[(&str, f64)]) {}
     /// An epoch finished.
     fn epoch_end(&mut self, _record: &EpochRecord) {}
+    /// A one-line message for the user (what is about to be built, its size).
+    fn note(&mut self, _text: &str) {}
+    /// Progress of preparatory work (`what`: e.g. "trunk cache"), `done` of `total` items.
+    fn work(&mut self, _what: &str, _done: usize, _total: usize) {}
 }
 
 /// An observer that does nothing.
@@ -209,29 +217,30 @@ pub enum BatchTarget {
     Distances(Vec<f32>),
 }
 
-/// The parts of a training run that depend on the kind of labels: batches, the loss and its
-/// parameters, and validation.
-trait Task {
+/// The objective of a run, what depends on the kind of labels: the epoch's batches, the loss
+/// and its parameters.
+pub(crate) trait Objective {
+    /// The batches of `epoch` (dataset indices and targets).
     fn batches(&mut self, epoch: u64) -> Vec<Batch>;
-    fn forward(&self, embeddings: Tensor<2>, batch: &Batch) -> Result<LossOutput, LossError>;
+    /// The loss of `embeddings`, the rows `kept` of `batch` (all of them unless the batch
+    /// source dropped undecodable images).
+    fn forward(
+        &self,
+        embeddings: Tensor<2>,
+        batch: &Batch,
+        kept: &[usize],
+    ) -> Result<LossOutput, LossError>;
     /// The loss's trainable parameters (proxies), if any.
     fn loss_module(&mut self) -> Option<&mut AnyClassLoss>;
-    fn validate(
-        &self,
-        head: &EmbeddingHead,
-        device: &Device,
-    ) -> Result<Option<BTreeMap<String, f64>>, TrainError>;
 }
 
-struct ClassTask<'a> {
-    sampler: Box<dyn BatchSampler>,
-    labels: Vec<i64>,
-    loss: AnyClassLoss,
-    val: Option<&'a FeatureDataset>,
-    eval: EvalConfig,
+pub(crate) struct ClassTask {
+    pub(crate) sampler: Box<dyn BatchSampler>,
+    pub(crate) labels: Vec<i64>,
+    pub(crate) loss: AnyClassLoss,
 }
 
-impl Task for ClassTask<'_> {
+impl Objective for ClassTask {
     fn batches(&mut self, epoch: u64) -> Vec<Batch> {
         self.sampler
             .epoch(epoch)
@@ -246,34 +255,29 @@ impl Task for ClassTask<'_> {
             .collect()
     }
 
-    fn forward(&self, embeddings: Tensor<2>, batch: &Batch) -> Result<LossOutput, LossError> {
-        match &batch.target {
-            BatchTarget::Class(y) => self.loss.forward(embeddings, y),
-            BatchTarget::Distances(_) => unreachable!("class batches carry class ids"),
+    fn forward(
+        &self,
+        embeddings: Tensor<2>,
+        batch: &Batch,
+        kept: &[usize],
+    ) -> Result<LossOutput, LossError> {
+        if kept == batch.indices {
+            if let BatchTarget::Class(y) = &batch.target {
+                return self.loss.forward(embeddings, y);
+            }
         }
+        let y: Vec<i64> = kept.iter().map(|&i| self.labels[i]).collect();
+        self.loss.forward(embeddings, &y)
     }
 
     fn loss_module(&mut self) -> Option<&mut AnyClassLoss> {
         self.loss.has_parameters().then_some(&mut self.loss)
     }
-
-    fn validate(
-        &self,
-        head: &EmbeddingHead,
-        device: &Device,
-    ) -> Result<Option<BTreeMap<String, f64>>, TrainError> {
-        let Some(val) = self.val else { return Ok(None) };
-        Ok(Some(metric_map(
-            &evaluate(head, val, &self.eval, device)?.metrics,
-        )))
-    }
 }
 
-struct ContinuousTask<'a> {
+struct ContinuousTask {
     sampler: ContinuousSampler,
     loss: AnyContinuousLoss,
-    val: Option<&'a FeatureDataset>,
-    eval: ContinuousConfig,
 }
 
 enum ContinuousSampler {
@@ -281,7 +285,7 @@ enum ContinuousSampler {
     Binary(BinaryTripletSampler),
 }
 
-impl Task for ContinuousTask<'_> {
+impl Objective for ContinuousTask {
     fn batches(&mut self, epoch: u64) -> Vec<Batch> {
         let to_batch = |b: DenseBatch| Batch {
             indices: b.indices,
@@ -296,26 +300,23 @@ impl Task for ContinuousTask<'_> {
         }
     }
 
-    fn forward(&self, embeddings: Tensor<2>, batch: &Batch) -> Result<LossOutput, LossError> {
+    fn forward(
+        &self,
+        embeddings: Tensor<2>,
+        batch: &Batch,
+        kept: &[usize],
+    ) -> Result<LossOutput, LossError> {
         match &batch.target {
-            BatchTarget::Distances(d) => self.loss.forward(embeddings, d),
-            BatchTarget::Class(_) => unreachable!("continuous batches carry label distances"),
+            // The label-distance matrix is the batch's; feature sources never drop rows.
+            BatchTarget::Distances(d) if kept == batch.indices => self.loss.forward(embeddings, d),
+            _ => Err(LossError::Invalid(
+                "continuous-label batches must reach the loss whole".into(),
+            )),
         }
     }
 
     fn loss_module(&mut self) -> Option<&mut AnyClassLoss> {
         None
-    }
-
-    fn validate(
-        &self,
-        head: &EmbeddingHead,
-        device: &Device,
-    ) -> Result<Option<BTreeMap<String, f64>>, TrainError> {
-        let Some(val) = self.val else { return Ok(None) };
-        Ok(Some(metric_map(
-            &evaluate_continuous_labels(head, val, &self.eval, device)?.metrics,
-        )))
     }
 }
 
@@ -385,13 +386,29 @@ pub fn train_class(
             .loss
             .init(classes.len(), cfg.model.output_dim, &device)?,
         labels: dense_labels,
-        val,
-        eval: cfg.eval_config(),
     };
     let lr_mult = cfg.loss.proxy_lr_multiplier().unwrap_or(1.0);
-    run(
-        &cfg, train, &mut task, lr_mult, &device, out_dir, resume, observer,
-    )
+    let eval = cfg.eval_config();
+    let validate = |t: &HeadTrainee| -> Result<Option<BTreeMap<String, f64>>, TrainError> {
+        let Some(val) = val else { return Ok(None) };
+        Ok(Some(metric_map(
+            &evaluate(&t.head, val, &eval, &device)?.metrics,
+        )))
+    };
+    let trainee = HeadTrainee::new(&cfg, &device)?;
+    let out = run(
+        &cfg,
+        trainee,
+        &FeatureSource(train),
+        &mut task,
+        &validate,
+        lr_mult,
+        &device,
+        out_dir,
+        resume,
+        observer,
+    )?;
+    Ok(out.into_head_outcome())
 }
 
 /// Trains an embedding head with a continuous-label loss (`[continuous]` section: log-ratio,
@@ -441,33 +458,227 @@ pub fn train_continuous(
     let mut task = ContinuousTask {
         sampler,
         loss: c.loss.init()?,
-        val,
-        eval: ContinuousConfig {
-            label_distance: c.label_distance,
-            ..ContinuousConfig::default()
-        },
     };
-    run(
-        &cfg, train, &mut task, 1.0, &device, out_dir, resume, observer,
-    )
+    let eval = ContinuousConfig {
+        label_distance: c.label_distance,
+        ..ContinuousConfig::default()
+    };
+    let validate = |t: &HeadTrainee| -> Result<Option<BTreeMap<String, f64>>, TrainError> {
+        let Some(val) = val else { return Ok(None) };
+        Ok(Some(metric_map(
+            &evaluate_continuous_labels(&t.head, val, &eval, &device)?.metrics,
+        )))
+    };
+    let trainee = HeadTrainee::new(&cfg, &device)?;
+    let out = run(
+        &cfg,
+        trainee,
+        &FeatureSource(train),
+        &mut task,
+        &validate,
+        1.0,
+        &device,
+        out_dir,
+        resume,
+        observer,
+    )?;
+    Ok(out.into_head_outcome())
 }
 
+/// One batch as its source delivers it: host values, and which dataset rows they are.
+pub struct SourceBatch {
+    /// Dataset indices of the rows: the sampled batch, less any image its loader skipped.
+    pub indices: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+    /// Their shape: `[n, d]` features, `[n, 3, h, w]` images, `[n, c, h, w]` cached outputs
+    /// of a frozen trunk.
+    pub shape: Vec<usize>,
+    /// Trunk stages already applied to the values (0: raw features or images; the number of
+    /// frozen stages for cached trunk outputs).
+    pub stages: usize,
+}
+
+/// Where a run's inputs come from: precomputed features, images through a loader, or the
+/// cached outputs of a frozen trunk.
+pub(crate) trait BatchSource {
+    /// The inputs of an epoch's batches (dataset indices), in order.
+    fn epoch<'a>(
+        &'a self,
+        epoch: u64,
+        batches: Vec<Vec<usize>>,
+    ) -> Box<dyn Iterator<Item = Result<SourceBatch, TrainError>> + 'a>;
+    /// Warnings gathered so far (images skipped under `images.skip_bad`).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Rows of a feature matrix.
+pub(crate) struct FeatureSource<'a>(pub(crate) &'a FeatureDataset);
+
+impl BatchSource for FeatureSource<'_> {
+    fn epoch<'a>(
+        &'a self,
+        _epoch: u64,
+        batches: Vec<Vec<usize>>,
+    ) -> Box<dyn Iterator<Item = Result<SourceBatch, TrainError>> + 'a> {
+        let f = &self.0.features;
+        let d = f.cols();
+        Box::new(batches.into_iter().map(move |indices| {
+            let mut data = Vec::with_capacity(indices.len() * d);
+            for &i in &indices {
+                data.extend_from_slice(f.row(i));
+            }
+            Ok(SourceBatch {
+                shape: vec![indices.len(), d],
+                indices,
+                data,
+                stages: 0,
+            })
+        }))
+    }
+}
+
+/// What a run trains besides the loss's own parameters: the model with its optimisers, how it
+/// embeds a batch, and its checkpoint files.
+pub(crate) trait Trainee: Clone {
+    /// Embeddings of a batch, with the autodiff graph of the trained parameters.
+    fn forward(&self, batch: SourceBatch, device: &Device) -> Result<Tensor<2>, TrainError>;
+    /// One optimiser step of every parameter group (`lr`: the head's learning rate). Takes
+    /// the model by value so that its tensors are updated in place where burn can.
+    fn step(self, grads: &mut Gradients, lr: f64) -> Self;
+    /// Weights and optimiser state for `last.safetensors`, with the optimisers' step counts.
+    fn state_tensors(&self) -> (Vec<NamedTensor>, HashMap<String, u64>);
+    /// Writes the model files of checkpoint `which` (`"last"` / `"best"`) other than the
+    /// ones `last.safetensors` holds; `best` also writes `best.safetensors`.
+    fn save_files(&self, dir: &Path, which: &str, epoch: usize) -> Result<(), TrainError>;
+    /// Restores weights and optimiser state from `last` (the tensors of `last.safetensors`).
+    fn load_last(
+        &mut self,
+        dir: &Path,
+        tensors: &HashMap<String, NamedTensor>,
+        steps: &HashMap<String, u64>,
+        device: &Device,
+    ) -> Result<(), TrainError>;
+    /// The model of the `best` checkpoint files.
+    fn load_best(&self, dir: &Path) -> Result<Self, TrainError>;
+}
+
+/// An embedding head on precomputed features.
+#[derive(Clone)]
+pub(crate) struct HeadTrainee {
+    pub(crate) head: EmbeddingHead,
+    opt: Adam,
+}
+
+impl HeadTrainee {
+    fn new(cfg: &TrainConfig, device: &Device) -> Result<Self, TrainError> {
+        Ok(HeadTrainee {
+            head: cfg
+                .model
+                .init(cfg.train.seed, device)
+                .map_err(TrainError::Config)?,
+            opt: Adam::new(cfg.optim.clone()),
+        })
+    }
+}
+
+impl Trainee for HeadTrainee {
+    fn forward(&self, batch: SourceBatch, device: &Device) -> Result<Tensor<2>, TrainError> {
+        let [n, d] = batch.shape[..] else {
+            return Err(TrainError::Config(format!(
+                "a head takes n × d features, got a batch of shape {:?}",
+                batch.shape
+            )));
+        };
+        let x = Tensor::<2>::from_data(TensorData::new(batch.data, [n, d]), device);
+        Ok(self.head.forward(x))
+    }
+
+    fn step(mut self, grads: &mut Gradients, lr: f64) -> Self {
+        let mut g = GradientsParams::from_module(grads, &self.head);
+        self.head = self.opt.step(self.head, &mut g, lr);
+        self
+    }
+
+    fn state_tensors(&self) -> (Vec<NamedTensor>, HashMap<String, u64>) {
+        let mut tensors = module_tensors(&self.head, "head.");
+        let (t, s) = self.opt.state_tensors("optim.head.");
+        tensors.extend(t);
+        (tensors, s)
+    }
+
+    fn save_files(&self, dir: &Path, which: &str, epoch: usize) -> Result<(), TrainError> {
+        if which == "last" {
+            return Ok(());
+        }
+        save_safetensors(
+            &dir.join(format!("{which}.safetensors")),
+            &module_tensors(&self.head, "head."),
+            run_metadata(epoch),
+        )
+    }
+
+    fn load_last(
+        &mut self,
+        _dir: &Path,
+        tensors: &HashMap<String, NamedTensor>,
+        steps: &HashMap<String, u64>,
+        device: &Device,
+    ) -> Result<(), TrainError> {
+        self.head = load_module(self.head.clone(), tensors, "head.")?;
+        self.opt.load_state(tensors, steps, "optim.head.", device)
+    }
+
+    fn load_best(&self, dir: &Path) -> Result<Self, TrainError> {
+        let (tensors, _) = load_safetensors(&dir.join("best.safetensors"))?;
+        Ok(HeadTrainee {
+            head: load_module(self.head.clone(), &tensors, "head.")?,
+            opt: self.opt.clone(),
+        })
+    }
+}
+
+/// What a run of the one training loop gives back.
+pub(crate) struct RunOutcome<T> {
+    pub(crate) trainee: T,
+    pub(crate) history: Vec<EpochRecord>,
+    pub(crate) best_epoch: Option<usize>,
+    pub(crate) best_value: Option<f64>,
+}
+
+impl RunOutcome<HeadTrainee> {
+    fn into_head_outcome(self) -> TrainOutcome {
+        TrainOutcome {
+            head: self.trainee.head,
+            history: self.history,
+            best_epoch: self.best_epoch,
+            best_value: self.best_value,
+        }
+    }
+}
+
+/// Validation of a trainee: metric name → value, `None` without a validation set.
+pub(crate) type Validate<'a, T> =
+    dyn Fn(&T) -> Result<Option<BTreeMap<String, f64>>, TrainError> + 'a;
+
+/// The training loop, for every batch source, model and objective: epochs of sampled batches
+/// through `source → trainee → objective`, optimiser steps, the non-finite stop, validation
+/// and best-model selection, the run folder (metrics, checkpoints, exact resume) and progress.
 #[allow(clippy::too_many_arguments)]
-fn run(
+pub(crate) fn run<T: Trainee>(
     cfg: &TrainConfig,
-    train: &FeatureDataset,
-    task: &mut dyn Task,
+    mut trainee: T,
+    source: &dyn BatchSource,
+    objective: &mut dyn Objective,
+    validate: &Validate<'_, T>,
     loss_lr_mult: f64,
     device: &Device,
     out_dir: Option<&Path>,
     resume: bool,
     observer: &mut dyn TrainObserver,
-) -> Result<TrainOutcome, TrainError> {
-    let mut head = cfg
-        .model
-        .init(cfg.train.seed, device)
-        .map_err(TrainError::Config)?;
-    let mut head_opt = Adam::new(cfg.optim.clone());
+) -> Result<RunOutcome<T>, TrainError> {
     let mut loss_opt = Adam::new(cfg.optim.clone());
     let files = out_dir.map(|d| RunFiles {
         dir: d.to_path_buf(),
@@ -490,11 +701,10 @@ fn run(
             state = serde_json::from_str(&text)
                 .map_err(|e| TrainError::Io(format!("{}: {e}", state_path.display())))?;
             let (tensors, _) = load_safetensors(&f.dir.join("last.safetensors"))?;
-            head = load_module(head, &tensors, "head.")?;
-            if let Some(loss) = task.loss_module() {
+            trainee.load_last(&f.dir, &tensors, &state.optimizer_steps, device)?;
+            if let Some(loss) = objective.loss_module() {
                 *loss = load_module(loss.clone(), &tensors, "loss.")?;
             }
-            head_opt.load_state(&tensors, &state.optimizer_steps, "optim.head.", device)?;
             loss_opt.load_state(&tensors, &state.optimizer_steps, "optim.loss.", device)?;
         } else {
             // A fresh run starts a fresh log.
@@ -504,24 +714,31 @@ fn run(
         write_atomic(&f.dir.join("config.toml"), text.as_bytes())?;
     }
 
-    let d_in = train.dim();
-    let mut best_head: Option<EmbeddingHead> = None;
+    let mut best: Option<T> = None;
     for epoch in state.next_epoch..cfg.train.epochs {
         let lr = cfg.optim.lr_at_epoch(epoch);
-        let batches = task.batches(epoch as u64);
+        let batches = objective.batches(epoch as u64);
         observer.epoch_start(epoch, batches.len());
         let started = Instant::now();
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
         let mut total_sum = 0.0;
-        for (b, batch) in batches.iter().enumerate() {
-            let idx = &batch.indices;
-            let mut x = Vec::with_capacity(idx.len() * d_in);
-            for &i in idx {
-                x.extend_from_slice(train.features.row(i));
-            }
-            let x = Tensor::<2>::from_data(TensorData::new(x, [idx.len(), d_in]), device);
-            let out = task
-                .forward(head.forward(x), batch)
+        let mut done = 0usize;
+        let indices: Vec<Vec<usize>> = batches.iter().map(|b| b.indices.clone()).collect();
+        // A source that skips a wholly undecodable batch delivers fewer batches than sampled:
+        // each delivered batch is matched to the sampled one whose rows it holds.
+        let mut sampled = batches.iter().enumerate();
+        for input in source.epoch(epoch as u64, indices) {
+            let input = input?;
+            let (b, batch) = sampled
+                .by_ref()
+                .find(|(_, b)| input.indices.iter().all(|i| b.indices.contains(i)))
+                .ok_or_else(|| {
+                    TrainError::Io("batch source out of step with the sampler".into())
+                })?;
+            let kept = input.indices.clone();
+            let emb = trainee.forward(input, device)?;
+            let out = objective
+                .forward(emb, batch, &kept)
                 .map_err(|e| TrainError::Diverged {
                     epoch,
                     step: state.steps,
@@ -529,16 +746,24 @@ fn run(
                 })?;
             let terms = record_terms(&out, epoch, state.steps, &mut total_sum, &mut sums)?;
             let mut grads = out.total.backward();
-            let mut head_grads = GradientsParams::from_module(&mut grads, &head);
-            head = head_opt.step(head, &mut head_grads, lr);
-            if let Some(loss) = task.loss_module() {
+            trainee = trainee.step(&mut grads, lr);
+            if let Some(loss) = objective.loss_module() {
                 let mut loss_grads = GradientsParams::from_module(&mut grads, &*loss);
                 *loss = loss_opt.step(loss.clone(), &mut loss_grads, lr * loss_lr_mult);
             }
             state.steps += 1;
+            done += 1;
             observer.step(epoch, b, &terms);
         }
-        let n = batches.len().max(1) as f64;
+        let warnings = source.warnings();
+        if !warnings.is_empty() {
+            observer.note(&format!(
+                "warning: {} image(s) skipped so far; first: {}",
+                warnings.len(),
+                warnings[0]
+            ));
+        }
+        let n = done.max(1) as f64;
         let mut record = EpochRecord {
             epoch,
             steps: state.steps,
@@ -550,7 +775,7 @@ fn run(
         };
         let last_epoch = epoch + 1 == cfg.train.epochs;
         if cfg.train.eval_every > 0 && ((epoch + 1) % cfg.train.eval_every == 0 || last_epoch) {
-            if let Some(metrics) = task.validate(&head, device)? {
+            if let Some(metrics) = validate(&trainee)? {
                 let value = *metrics.get(&cfg.train.select_metric).ok_or_else(|| {
                     TrainError::Config(format!(
                         "train.select_metric: \"{}\" is not among the evaluated metrics ({})",
@@ -561,13 +786,9 @@ fn run(
                 if select_better(&cfg.train.select_metric, value, state.best_value) {
                     state.best_value = Some(value);
                     state.best_epoch = Some(epoch);
-                    best_head = Some(head.clone());
+                    best = Some(trainee.clone());
                     if let Some(f) = &files {
-                        save_safetensors(
-                            &f.dir.join("best.safetensors"),
-                            &module_tensors(&head, "head."),
-                            run_metadata(epoch),
-                        )?;
+                        trainee.save_files(&f.dir, "best", epoch)?;
                     }
                 }
                 record.validation = Some(metrics);
@@ -579,15 +800,15 @@ fn run(
         state.history.push(record.clone());
         state.next_epoch = epoch + 1;
         if let Some(f) = &files {
-            let mut tensors = module_tensors(&head, "head.");
-            if let Some(loss) = task.loss_module() {
+            let (mut tensors, mut steps) = trainee.state_tensors();
+            if let Some(loss) = objective.loss_module() {
                 tensors.extend(module_tensors(&*loss, "loss."));
             }
-            let (ht, hs) = head_opt.state_tensors("optim.head.");
             let (lt, ls) = loss_opt.state_tensors("optim.loss.");
-            tensors.extend(ht);
             tensors.extend(lt);
-            state.optimizer_steps = hs.into_iter().chain(ls).collect();
+            steps.extend(ls);
+            state.optimizer_steps = steps;
+            trainee.save_files(&f.dir, "last", epoch)?;
             save_safetensors(
                 &f.dir.join("last.safetensors"),
                 &tensors,
@@ -599,14 +820,13 @@ fn run(
         observer.epoch_end(&record);
     }
     // A resumed run that had already finished its epochs still reports its best model.
-    if best_head.is_none() && state.best_epoch.is_some() {
+    if best.is_none() && state.best_epoch.is_some() {
         if let Some(f) = &files {
-            let (tensors, _) = load_safetensors(&f.dir.join("best.safetensors"))?;
-            best_head = Some(load_module(head.clone(), &tensors, "head.")?);
+            best = Some(trainee.load_best(&f.dir)?);
         }
     }
-    Ok(TrainOutcome {
-        head: best_head.unwrap_or(head),
+    Ok(RunOutcome {
+        trainee: best.unwrap_or(trainee),
         history: state.history,
         best_epoch: state.best_epoch,
         best_value: state.best_value,
