@@ -189,7 +189,7 @@ fn load_dataset(args: &Args) -> Result<ImageDataset> {
 }
 
 /// The backbone, head and pipeline normalisation of a fine-tuned image run folder.
-fn load_run(
+pub(crate) fn load_run(
     dir: &Path,
     device: &Device,
 ) -> Result<(simlearn::models::Backbone, EmbeddingHead, Normalize)> {

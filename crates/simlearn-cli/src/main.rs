@@ -5,8 +5,11 @@ use clap::{Parser, Subcommand};
 mod cmd_demo;
 mod cmd_embed;
 mod cmd_eval;
+mod cmd_index;
 mod cmd_loss;
 mod cmd_report;
+mod cmd_search;
+mod cmd_serve;
 mod cmd_train;
 mod progress;
 
@@ -32,6 +35,12 @@ enum Command {
     Loss(cmd_loss::Args),
     /// Write an HTML report (figures, results with intervals) of trained run folders.
     Report(cmd_report::Args),
+    /// Build or extend a persistent embedding index (exact or HNSW).
+    Index(cmd_index::Args),
+    /// Nearest items of an index to query vectors, item ids or images.
+    Search(cmd_search::Args),
+    /// Serve an index over HTTP: search API, item images, health, metrics and a web page.
+    Serve(cmd_serve::Args),
 }
 
 fn main() {
@@ -43,6 +52,9 @@ fn main() {
         Command::Train(args) => cmd_train::run(args),
         Command::Loss(args) => cmd_loss::run(args),
         Command::Report(args) => cmd_report::run(args),
+        Command::Index(args) => cmd_index::run(args),
+        Command::Search(args) => cmd_search::run(args),
+        Command::Serve(args) => cmd_serve::run(args),
     };
     if let Err(e) = result {
         // One line, no backtrace: bad input is the user's to fix, not a crash.

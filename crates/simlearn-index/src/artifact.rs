@@ -314,6 +314,29 @@ impl Index {
         Ok(())
     }
 
+    /// Replaces the ids (one per row, all distinct); later [`Index::add`]s continue after the
+    /// largest.
+    pub fn set_ids(&mut self, ids: Vec<i64>) -> Result<(), IndexError> {
+        if ids.len() != self.len() {
+            return Err(IndexError::Invalid(format!(
+                "{} ids for {} rows",
+                ids.len(),
+                self.len()
+            )));
+        }
+        let mut by_id = HashMap::with_capacity(ids.len());
+        for (i, &id) in ids.iter().enumerate() {
+            if let Some(j) = by_id.insert(id, i) {
+                return Err(IndexError::Invalid(format!(
+                    "id {id} appears twice (rows {j} and {i})"
+                )));
+            }
+        }
+        self.ids = ids;
+        self.by_id = by_id;
+        Ok(())
+    }
+
     /// The manifest (its `files` are filled in by [`Index::save`] and [`Index::load`]).
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

@@ -1,0 +1,420 @@
+//! End-to-end tests of `simlearn index build|add`, `simlearn search` and `simlearn serve`: the
+//! built binary on small generated files in a temp dir.
+
+use serde_json::Value;
+use simlearn_eval::io::{write_npy_f32, write_npy_i64};
+use simlearn_eval::Matrix;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const N: usize = 40;
+const D: usize = 8;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("simlearn-index-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Deterministic pseudo-random rows in [-1, 1), with rows 5 and 17 and rows 9 and 30
+/// exact duplicates (ties).
+fn data() -> Vec<f32> {
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut v: Vec<f32> = (0..N * D)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    for (a, b) in [(5, 17), (9, 30)] {
+        let row: Vec<f32> = v[a * D..(a + 1) * D].to_vec();
+        v[b * D..(b + 1) * D].copy_from_slice(&row);
+    }
+    v
+}
+
+fn npy(d: &Path, name: &str, rows: usize, cols: usize, data: &[f32]) -> PathBuf {
+    let p = d.join(name);
+    write_npy_f32(&p, &Matrix::new(rows, cols, data.to_vec()).unwrap()).unwrap();
+    p
+}
+
+fn simlearn(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_simlearn"));
+    for a in args {
+        c.arg(a);
+    }
+    c.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json_ok(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+/// A one-line error on stderr and a non-zero exit.
+fn fails_with(out: &Output, needles: &[&str]) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{err:?} lacks {n:?}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// Brute-force top-k by cosine, ties by the lower id, `skip` left out.
+fn brute(v: &[f32], q: &[f32], k: usize, skip: Option<usize>) -> Vec<(i64, f64)> {
+    let mut s: Vec<(i64, f64)> = (0..N)
+        .filter(|&i| Some(i) != skip)
+        .map(|i| (i as i64, cosine(q, &v[i * D..(i + 1) * D])))
+        .collect();
+    s.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    s.truncate(k);
+    s
+}
+
+fn hits(q: &Value) -> Vec<(i64, f64)> {
+    q["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["id"].as_i64().unwrap(), h["score"].as_f64().unwrap()))
+        .collect()
+}
+
+fn same(got: &[(i64, f64)], want: &[(i64, f64)], what: &str) {
+    let ids: Vec<i64> = got.iter().map(|h| h.0).collect();
+    let want_ids: Vec<i64> = want.iter().map(|h| h.0).collect();
+    assert_eq!(ids, want_ids, "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g.1 - w.1).abs() < 1e-5, "{what}: {g:?} vs {w:?}");
+    }
+}
+
+#[test]
+fn exact_and_hnsw_search_equal_brute_force() {
+    let d = dir("brute");
+    let v = data();
+    let e = npy(&d, "e.npy", N, D, &v);
+    let labels = d.join("l.npy");
+    write_npy_i64(&labels, &(0..N as i64).map(|i| i % 4).collect::<Vec<_>>()).unwrap();
+    // Queries: a duplicated row (ties between 5 and 17) and two fresh vectors.
+    let mut qv: Vec<f32> = v[5 * D..6 * D].to_vec();
+    qv.extend((0..2 * D).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0));
+    let q = npy(&d, "q.npy", 3, D, &qv);
+    let k = 7;
+    for kind in ["exact", "hnsw"] {
+        let out = d.join(format!("idx-{kind}"));
+        ok(&simlearn(&[
+            &"index",
+            &"build",
+            &"--embeddings",
+            &e,
+            &"--labels",
+            &labels,
+            &"--kind",
+            &kind,
+            &"--out",
+            &out,
+        ]));
+        assert!(out.join("manifest.json").is_file());
+        for id in [0usize, 5, 9, 17, 39] {
+            let r = json_ok(&simlearn(&[
+                &"search",
+                &"--index",
+                &out,
+                &"--id",
+                &id.to_string(),
+                &"-k",
+                &k.to_string(),
+                &"--json",
+            ]));
+            let qs = r["queries"].as_array().unwrap();
+            assert_eq!(qs.len(), 1);
+            let want = brute(&v, &v[id * D..(id + 1) * D], k, Some(id));
+            same(&hits(&qs[0]), &want, &format!("{kind} --id {id}"));
+            let h0 = &qs[0]["hits"][0];
+            assert_eq!(
+                h0["label"].as_i64().unwrap(),
+                h0["id"].as_i64().unwrap() % 4
+            );
+        }
+        let r = json_ok(&simlearn(&[
+            &"search",
+            &"--index",
+            &out,
+            &"--vector",
+            &q,
+            &"-k",
+            &k.to_string(),
+            &"--json",
+        ]));
+        let qs = r["queries"].as_array().unwrap();
+        assert_eq!(qs.len(), 3);
+        for (i, qj) in qs.iter().enumerate() {
+            let want = brute(&v, &qv[i * D..(i + 1) * D], k, None);
+            same(&hits(qj), &want, &format!("{kind} --vector row {i}"));
+        }
+        // The duplicated pair ties; the lower id comes first.
+        assert_eq!(hits(&qs[0])[0].0, 5);
+        assert_eq!(hits(&qs[0])[1].0, 17);
+    }
+    // The table names every column, and a threshold marks matches.
+    let t = ok(&simlearn(&[
+        &"search",
+        &"--index",
+        &d.join("idx-exact"),
+        &"--id",
+        &"5",
+        &"-k",
+        &"2",
+        &"--threshold",
+        &"0.99",
+    ]));
+    let mut lines = t.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["query", "rank", "id", "score", "label", "path", "match"]
+    );
+    let first = lines.next().unwrap();
+    assert!(first.contains(" 17 ") && first.ends_with("match"), "{t}");
+    let second = lines.next().unwrap();
+    assert!(second.ends_with("no match"), "{t}");
+}
+
+#[test]
+fn add_then_search_finds_the_new_item() {
+    let d = dir("add");
+    let v = data();
+    let e = npy(&d, "e.npy", N, D, &v);
+    let paths = d.join("p.txt");
+    let list: String = (0..N).map(|i| format!("img/{i}.png\n")).collect();
+    std::fs::write(&paths, list).unwrap();
+    let out = d.join("idx");
+    ok(&simlearn(&[
+        &"index",
+        &"build",
+        &"--embeddings",
+        &e,
+        &"--paths",
+        &paths,
+        &"--kind",
+        &"hnsw",
+        &"--m",
+        &"8",
+        &"--out",
+        &out,
+    ]));
+    let new: Vec<f32> = (0..D).map(|i| if i == 3 { 1.0 } else { 0.01 }).collect();
+    let ne = npy(&d, "new.npy", 1, D, &new);
+    let np = d.join("np.txt");
+    std::fs::write(&np, "img/new.png\n").unwrap();
+    let s = json_ok(&simlearn(&[
+        &"index",
+        &"add",
+        &"--index",
+        &out,
+        &"--embeddings",
+        &ne,
+        &"--paths",
+        &np,
+        &"--json",
+    ]));
+    assert_eq!(s["items"], N + 1);
+    // Adding without the paths the index has is refused, naming the file.
+    fails_with(
+        &simlearn(&[&"index", &"add", &"--index", &out, &"--embeddings", &ne]),
+        &["new.npy", "paths"],
+    );
+    let r = json_ok(&simlearn(&[
+        &"search",
+        &"--index",
+        &out,
+        &"--vector",
+        &ne,
+        &"-k",
+        &"3",
+        &"--json",
+    ]));
+    let h = &r["queries"][0]["hits"][0];
+    assert_eq!(h["id"], N as i64);
+    assert_eq!(h["path"], "img/new.png");
+    assert!((h["score"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn bad_inputs_exit_with_one_line_naming_the_file() {
+    let d = dir("bad");
+    let v = data();
+    let e = npy(&d, "e.npy", N, D, &v);
+    let out = d.join("idx");
+    ok(&simlearn(&[
+        &"index",
+        &"build",
+        &"--embeddings",
+        &e,
+        &"--out",
+        &out,
+    ]));
+    let q = npy(&d, "wrongdim.npy", 1, D + 1, &[0.5; D + 1]);
+    fails_with(
+        &simlearn(&[&"search", &"--index", &out, &"--vector", &q]),
+        &["wrongdim.npy", "dimension"],
+    );
+    fails_with(
+        &simlearn(&[
+            &"index",
+            &"build",
+            &"--embeddings",
+            &d.join("missing.npy"),
+            &"--out",
+            &d.join("idx2"),
+        ]),
+        &["missing.npy"],
+    );
+    fails_with(
+        &simlearn(&[&"search", &"--index", &d.join("nowhere"), &"--id", &"1"]),
+        &["nowhere"],
+    );
+    fails_with(
+        &simlearn(&[&"search", &"--index", &out, &"--id", &"1000"]),
+        &["1000"],
+    );
+    fails_with(
+        &simlearn(&[&"search", &"--index", &out, &"--id", &"1", &"-k", &"0"]),
+        &["k = 0"],
+    );
+    // Labels of the wrong length name the labels file.
+    let l = d.join("short.npy");
+    write_npy_i64(&l, &[1, 2, 3]).unwrap();
+    fails_with(
+        &simlearn(&[
+            &"index",
+            &"build",
+            &"--embeddings",
+            &e,
+            &"--labels",
+            &l,
+            &"--out",
+            &d.join("idx3"),
+        ]),
+        &["short.npy", "3 labels"],
+    );
+    // Image queries need a model; the error names the index.
+    let img = d.join("x.png");
+    std::fs::write(&img, b"not really").unwrap();
+    fails_with(
+        &simlearn(&[&"search", &"--index", &out, &"--image", &img]),
+        &["idx", "no model"],
+    );
+    // A corrupted index file is refused by name.
+    let vp = out.join("vectors.npy");
+    let mut bytes = std::fs::read(&vp).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&vp, bytes).unwrap();
+    fails_with(
+        &simlearn(&[&"search", &"--index", &out, &"--id", &"1"]),
+        &["vectors.npy", "corrupted"],
+    );
+}
+
+fn http(addr: &str, req: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status: u16 = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_answers_healthz_and_search() {
+    let d = dir("serve");
+    let v = data();
+    let e = npy(&d, "e.npy", N, D, &v);
+    let out = d.join("idx");
+    ok(&simlearn(&[
+        &"index",
+        &"build",
+        &"--embeddings",
+        &e,
+        &"--out",
+        &out,
+    ]));
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_simlearn"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--index"])
+            .arg(&out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let (s, h) = http(
+        &addr,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["items"], N);
+    assert_eq!(h["dim"], D);
+    let q: Vec<f32> = v[3 * D..4 * D].to_vec();
+    let body = serde_json::json!({"vector": q, "k": 4}).to_string();
+    let (s, r) = http(
+        &addr,
+        &format!(
+            "POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(s, 200, "{r}");
+    same(&hits(&r), &brute(&v, &q, 4, None), "serve /search");
+    let (s, r) = http(
+        &addr,
+        "POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"vector\": [1.0]}",
+    );
+    assert_eq!(s, 422, "{r}");
+}
