@@ -98,7 +98,9 @@ impl TrainObserver for TrainBars {
         if self.quiet {
             return;
         }
-        let bar = self.bar.get_or_insert_with(|| bar(total as u64, what, false));
+        let bar = self
+            .bar
+            .get_or_insert_with(|| bar(total as u64, what, false));
         bar.set_position(done as u64);
         if done >= total {
             bar.finish_and_clear();
