@@ -361,24 +361,12 @@ impl Drop for Child {
     }
 }
 
-#[test]
-fn serve_answers_healthz_and_search() {
-    let d = dir("serve");
-    let v = data();
-    let e = npy(&d, "e.npy", N, D, &v);
-    let out = d.join("idx");
-    ok(&simlearn(&[
-        &"index",
-        &"build",
-        &"--embeddings",
-        &e,
-        &"--out",
-        &out,
-    ]));
+/// Starts `simlearn serve` on a free loopback port; the child is killed when dropped.
+fn start_serve(index: &Path) -> (Child, String) {
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_simlearn"))
             .args(["serve", "--addr", "127.0.0.1:0", "--index"])
-            .arg(&out)
+            .arg(index)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -394,6 +382,24 @@ fn serve_answers_healthz_and_search() {
         .and_then(|r| r.split('/').next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
+    (child, addr)
+}
+
+#[test]
+fn serve_answers_healthz_and_search() {
+    let d = dir("serve");
+    let v = data();
+    let e = npy(&d, "e.npy", N, D, &v);
+    let out = d.join("idx");
+    ok(&simlearn(&[
+        &"index",
+        &"build",
+        &"--embeddings",
+        &e,
+        &"--out",
+        &out,
+    ]));
+    let (mut child, addr) = start_serve(&out);
     let (s, h) = http(
         &addr,
         "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -417,4 +423,143 @@ fn serve_answers_healthz_and_search() {
         "POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"vector\": [1.0]}",
     );
     assert_eq!(s, 422, "{r}");
+    // SIGTERM (as Ctrl-C) stops it gracefully with a zero exit.
+    #[cfg(unix)]
+    {
+        let pid = child.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = child.0.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+/// `classes` folders of `per_class` 40 × 40 PNGs with a colour and stripe period per class.
+fn write_images(root: &Path, classes: usize, per_class: usize) {
+    for c in 0..classes {
+        let dir = root.join(format!("class{c:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(40, 40, |x, y| {
+                let stripe = ((x + y + i as u32 * 3) / (2 + c as u32 % 4)) % 2;
+                image::Rgb([
+                    (c * 40 % 256) as u8,
+                    if stripe == 1 { 220 } else { 30 },
+                    ((c * 97 + i * 11) % 256) as u8,
+                ])
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn index_of_a_trained_run_answers_image_queries() {
+    let d = dir("run");
+    let root = d.join("images");
+    write_images(&root, 8, 4);
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../simlearn/tests/fixtures/backbones/resnet18_w8.pth");
+    let cfg = d.join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[data]
+source = "images"
+
+[images]
+layout = "folder"
+root = "{root}"
+size = 32
+resize = 36
+crop = 32
+threads = 1
+
+[backbone]
+arch = "resnet18"
+width = 8
+weights = "{weights}"
+pooling = "avg"
+
+[model]
+output_dim = 16
+
+[loss]
+name = "contrastive"
+
+[sampler]
+batch_size = 8
+samples_per_class = 4
+
+[train]
+epochs = 1
+seed = 3
+"#,
+            root = root.display(),
+            weights = weights.display()
+        ),
+    )
+    .unwrap();
+    let run = d.join("run");
+    ok(&simlearn(&[
+        &"train",
+        &"--config",
+        &cfg,
+        &"--out",
+        &run,
+        &"--json",
+    ]));
+    let idx = d.join("idx");
+    let s = json_ok(&simlearn(&[
+        &"index",
+        &"build",
+        &"--run",
+        &run,
+        &"--images",
+        &root,
+        &"--out",
+        &idx,
+        &"--json",
+    ]));
+    assert_eq!(s["items"], 32);
+    assert_eq!(s["dim"], 16);
+    assert!(idx.join("model/config.toml").is_file());
+    // An indexed image is its own nearest neighbour through the attached model.
+    let q = root.join("class03/2.png");
+    let r = json_ok(&simlearn(&[
+        &"search", &"--index", &idx, &"--image", &q, &"-k", &"3", &"--json",
+    ]));
+    let h = &r["queries"][0]["hits"][0];
+    assert_eq!(h["path"], "class03/2.png", "{r}");
+    assert!((h["score"].as_f64().unwrap() - 1.0).abs() < 1e-4, "{r}");
+    // The service embeds an image body with the same model.
+    let (child, addr) = start_serve(&idx);
+    let png = std::fs::read(&q).unwrap();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        format!(
+            "POST /search?k=3 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            png.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&png).unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
+    let v: Value = serde_json::from_str(buf.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(v["hits"][0]["path"], "class03/2.png", "{v}");
+    assert_eq!(v["hits"][0]["id"], h["id"]);
+    drop(child);
+    // An undecodable image names the file.
+    let bad = d.join("bad.png");
+    std::fs::write(&bad, b"not a png").unwrap();
+    fails_with(
+        &simlearn(&[&"search", &"--index", &idx, &"--image", &bad]),
+        &["bad.png", "decode"],
+    );
 }
