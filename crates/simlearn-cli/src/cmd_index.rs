@@ -39,6 +39,7 @@ enum KindArg {
 enum StorageArg {
     F32,
     F16,
+    #[value(alias = "i8")]
     Int8,
 }
 
@@ -344,19 +345,24 @@ fn summary(index: &Index, dir: &Path, verb: &str, started: Instant, json: bool) 
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        // The manifest's own (serde) spelling: cosine, f16, int8 ….
+        let name = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
         let kind = match (m.kind, &m.hnsw) {
             (Kind::Hnsw, Some(h)) => format!(
-                "hnsw (m {}, ef_construction {}, ef_search {}, {:?} graph)",
-                h.m, h.ef_construction, h.ef_search, m.storage
+                "hnsw (m {}, ef_construction {}, ef_search {}, {} graph)",
+                h.m,
+                h.ef_construction,
+                h.ef_search,
+                name(serde_json::to_value(m.storage)?)
             ),
             _ => "exact".to_string(),
         };
         println!(
-            "{verb} {}: {} × {} {kind}, {:?} similarity{}{}{} in {seconds:.2} s",
+            "{verb} {}: {} × {} {kind}, {} similarity{}{}{} in {seconds:.2} s",
             dir.display(),
             index.len(),
             m.dim,
-            m.similarity,
+            name(serde_json::to_value(m.similarity)?),
             if m.labels { ", labels" } else { "" },
             if m.paths { ", paths" } else { "" },
             if m.model.is_some() { ", model" } else { "" },
