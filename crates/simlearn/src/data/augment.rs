@@ -472,12 +472,6 @@ impl ImageLoader {
         self
     }
 
-    /// The view image `index` shows in `epoch` under [`Self::with_views`] (`None` without
-    /// fixed views).
-    pub fn view(&self, epoch: u64, index: u64) -> Option<u64> {
-        (self.views > 0).then(|| view_of(self.pipeline.seed, epoch, index, self.views))
-    }
-
     /// The number of fixed views (0: fresh augmentations every epoch).
     pub fn views(&self) -> u64 {
         self.views
@@ -497,13 +491,17 @@ impl ImageLoader {
 
     /// Decodes view `view` of every image of `batch` (what the trunk cache stores).
     pub fn load_view(&self, view: u64, batch: &[usize]) -> Result<ImageBatch, DataError> {
+        self.build(ItemEpoch::Epoch(view), batch)
+    }
+
+    fn build(&self, epoch: ItemEpoch, batch: &[usize]) -> Result<ImageBatch, DataError> {
         build_batch(
             &self.dataset,
             &self.pipeline,
             self.config.skip_bad,
             &self.pool,
             &self.warnings,
-            ItemEpoch::Epoch(view),
+            epoch,
             batch,
         )
     }
@@ -515,15 +513,7 @@ impl ImageLoader {
 
     /// Decodes one batch synchronously (on the loader's pool).
     pub fn load_batch(&self, epoch: u64, batch: &[usize]) -> Result<ImageBatch, DataError> {
-        build_batch(
-            &self.dataset,
-            &self.pipeline,
-            self.config.skip_bad,
-            &self.pool,
-            &self.warnings,
-            self.item_epoch(epoch),
-            batch,
-        )
+        self.build(self.item_epoch(epoch), batch)
     }
 
     /// Streams the batches of an epoch, decoded in the background. Indices out of range end the

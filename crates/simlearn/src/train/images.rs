@@ -362,23 +362,19 @@ impl Trainee for ImageTrainee {
         };
         let data = TensorData::new(batch.data, [n, c, h, w]);
         let backbone = &self.model.backbone;
-        let features = if batch.stages == 0 && self.frozen == 0 {
-            backbone.forward(Tensor::<4>::from_data(data, device))
-        } else {
-            // Frozen stages never see the autodiff device: no graph is recorded for them.
-            let inner = device.clone().without_autodiff();
-            let x = Tensor::<4>::from_data(data, &inner);
-            let map = match batch.stages {
-                0 => backbone.forward_frozen(x, self.frozen),
-                s if s == self.frozen => x,
-                s => {
-                    return Err(TrainError::Config(format!(
-                        "cached trunk outputs after {s} stages, but the model freezes {}",
-                        self.frozen
-                    )))
-                }
-            };
-            backbone.forward_trained(map, self.frozen)
+        let features = match batch.stages {
+            0 => backbone.forward_partial(Tensor::<4>::from_data(data, device), self.frozen),
+            // Cached trunk outputs: frozen stages never see the autodiff device.
+            s if s == self.frozen => {
+                let inner = device.clone().without_autodiff();
+                backbone.forward_trained(Tensor::<4>::from_data(data, &inner), s)
+            }
+            s => {
+                return Err(TrainError::Config(format!(
+                    "cached trunk outputs after {s} stages, but the model freezes {}",
+                    self.frozen
+                )))
+            }
         };
         Ok(self.model.head.forward(features))
     }
