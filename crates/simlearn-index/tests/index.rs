@@ -328,12 +328,31 @@ fn add_appends_like_building_at_once() {
             )
             .is_err());
         let q = all.select_rows(&[0, 50, 150, 199]);
-        // A graph this small with ef 200 finds the exact neighbours.
-        assert_eq!(
-            part.search(&q, 10).unwrap(),
-            whole.search(&q, 10).unwrap(),
-            "{kind:?}"
-        );
+        let (got, want) = (part.search(&q, 10).unwrap(), whole.search(&q, 10).unwrap());
+        if kind == Kind::Exact {
+            assert_eq!(got, want);
+        } else {
+            // usearch inserts in parallel, so two HNSW graphs of the same vectors differ and
+            // either may miss a neighbour: the appended graph must still find almost all of
+            // the exact top 10 (rescored hits, so every hit it returns has its exact score).
+            let exact = {
+                let mut o = opts.clone();
+                o.kind = Kind::Exact;
+                Index::build(all.clone(), Some(labels.clone()), None, &o, &noop)
+                    .unwrap()
+                    .search(&q, 10)
+                    .unwrap()
+            };
+            let found: usize = got
+                .iter()
+                .zip(&exact)
+                .map(|(g, e)| g.iter().filter(|h| e.iter().any(|x| x.id == h.id)).count())
+                .sum();
+            assert!(found >= 38, "appended HNSW recall {found}/40: {got:?}");
+            for hits in got.iter().chain(&want) {
+                assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+            }
+        }
     }
 }
 
