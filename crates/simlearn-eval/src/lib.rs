@@ -13,6 +13,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod report;
 pub mod stats;
+pub mod verification;
 
 pub use evaluate::{
     compare_classes, compare_continuous, evaluate_classes, evaluate_continuous, ContinuousConfig,
@@ -24,6 +25,9 @@ pub use matrix::Matrix;
 pub use metrics::MapAtKDivisor;
 pub use report::{Averaging, ClassReport, ClassRow, Comparison, ContinuousReport, MetricValue};
 pub use stats::{BootstrapConfig, PairedDifference};
+pub use verification::{
+    calibrate, verify, Calibration, CalibrationPoint, Verification, VerificationConfig,
+};
 
 /// Every way evaluation input can be wrong; each message is one line that names the
 /// file, row or parameter at fault.
