@@ -1,5 +1,6 @@
-//! `simlearn index build` / `simlearn index add`: a persistent, checksummed embedding index
-//! (exact or HNSW) from embedding files, or from an image folder embedded with a trained run.
+//! `simlearn index build` / `add` / `export`: a persistent, checksummed embedding index
+//! (exact or HNSW) from embedding files, or from an image folder embedded with a trained run;
+//! and its rows as a Parquet file, the way into a vector database or a dataframe.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,6 +28,8 @@ enum IndexCommand {
     Build(BuildArgs),
     /// Append rows to an existing index (ids continue after the largest).
     Add(AddArgs),
+    /// Write the index's rows (id, vector, label, path) to a Parquet file.
+    Export(ExportArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -120,10 +123,28 @@ struct AddArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Index folder to export.
+    #[arg(long, value_name = "DIR")]
+    index: PathBuf,
+    /// Output Parquet file (written atomically): columns id (int64), vector
+    /// (fixed_size_list<float32, dim>), and label (int64) / path (utf8) when the index has them.
+    #[arg(long, value_name = "FILE")]
+    parquet: PathBuf,
+    /// Rows per Parquet row group.
+    #[arg(long, default_value_t = 65_536)]
+    row_group: usize,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn run(args: Args) -> Result<()> {
     match args.command {
         IndexCommand::Build(a) => build(a),
         IndexCommand::Add(a) => add(a),
+        IndexCommand::Export(a) => export(a),
     }
 }
 
@@ -366,6 +387,145 @@ fn summary(index: &Index, dir: &Path, verb: &str, started: Instant, json: bool) 
             if m.labels { ", labels" } else { "" },
             if m.paths { ", paths" } else { "" },
             if m.model.is_some() { ", model" } else { "" },
+        );
+    }
+    Ok(())
+}
+
+/// Writes `index`'s rows to `out` as Parquet, row group by row group. The schema's metadata
+/// carries what a reader needs to score the vectors the way `simlearn search` does
+/// (`simlearn.similarity`, `simlearn.dim`, `simlearn.manifest_version`).
+fn write_parquet(index: &Index, out: &Path, row_group: usize) -> Result<()> {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
+    };
+    use arrow_schema::{DataType, Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+
+    let m = index.manifest();
+    let dim = m.dim;
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(item.clone(), dim as i32),
+            false,
+        ),
+    ];
+    if index.labels().is_some() {
+        fields.push(Field::new("label", DataType::Int64, false));
+    }
+    if index.paths().is_some() {
+        fields.push(Field::new("path", DataType::Utf8, false));
+    }
+    let similarity = serde_json::to_value(m.similarity)?;
+    let metadata = [
+        (
+            "simlearn.similarity".to_string(),
+            similarity.as_str().unwrap_or("?").to_string(),
+        ),
+        ("simlearn.dim".to_string(), dim.to_string()),
+        (
+            "simlearn.manifest_version".to_string(),
+            m.version.to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect::<std::collections::HashMap<String, String>>();
+    let schema = Arc::new(Schema::new(fields).with_metadata(metadata));
+
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .with_context(|| format!("{}: not a file name", out.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> Result<()> {
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .set_max_row_group_row_count(Some(row_group))
+            .build();
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        let n = index.len();
+        let step = row_group.max(1);
+        for start in (0..n).step_by(step) {
+            let end = (start + step).min(n);
+            let values =
+                Float32Array::from(index.vectors().data()[start * dim..end * dim].to_vec());
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from(index.ids()[start..end].to_vec())),
+                Arc::new(FixedSizeListArray::try_new(
+                    item.clone(),
+                    dim as i32,
+                    Arc::new(values),
+                    None,
+                )?),
+            ];
+            if let Some(l) = index.labels() {
+                columns.push(Arc::new(Int64Array::from(l[start..end].to_vec())));
+            }
+            if let Some(p) = index.paths() {
+                columns.push(Arc::new(StringArray::from_iter_values(&p[start..end])));
+            }
+            writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
+        }
+        writer.close()?;
+        std::fs::rename(&tmp, out).with_context(|| {
+            format!(
+                "{}: cannot move {} into place",
+                out.display(),
+                tmp.display()
+            )
+        })?;
+        Ok(())
+    };
+    let result = write();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("{}: writing Parquet", out.display()))
+}
+
+fn export(a: ExportArgs) -> Result<()> {
+    let started = Instant::now();
+    if a.row_group == 0 {
+        bail!("--row-group must be at least 1");
+    }
+    let index = Index::load(&a.index)?;
+    write_parquet(&index, &a.parquet, a.row_group)?;
+    let bytes = std::fs::metadata(&a.parquet).map(|m| m.len()).unwrap_or(0);
+    let seconds = started.elapsed().as_secs_f64();
+    if a.json {
+        let out = serde_json::json!({
+            "index": a.index,
+            "parquet": a.parquet,
+            "rows": index.len(),
+            "dim": index.dim(),
+            "bytes": bytes,
+            "seconds": seconds,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "exported {} rows × {} of {} to {} ({:.1} MB) in {seconds:.2} s",
+            index.len(),
+            index.dim(),
+            a.index.display(),
+            a.parquet.display(),
+            bytes as f64 / 1e6
         );
     }
     Ok(())

@@ -563,3 +563,165 @@ seed = 3
         &["bad.png", "decode"],
     );
 }
+
+#[test]
+fn export_writes_every_row_to_parquet_bit_for_bit() {
+    use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array, StringArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let d = dir("export");
+    let v = data();
+    let e = npy(&d, "e.npy", N, D, &v);
+    let labels = d.join("l.txt");
+    std::fs::write(
+        &labels,
+        (0..N).map(|i| format!("{}\n", i % 7)).collect::<String>(),
+    )
+    .unwrap();
+    let paths = d.join("p.txt");
+    std::fs::write(
+        &paths,
+        (0..N)
+            .map(|i| format!("c{}/{i}.png\n", i % 7))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let idx = d.join("idx");
+    ok(&simlearn(&[
+        &"index",
+        &"build",
+        &"--embeddings",
+        &e,
+        &"--labels",
+        &labels,
+        &"--paths",
+        &paths,
+        &"--out",
+        &idx,
+    ]));
+    // Ids that are not row numbers after an add: rows 40 and 41.
+    let extra: Vec<f32> = (0..2 * D).map(|i| i as f32 * 0.25 - 1.0).collect();
+    let ee = npy(&d, "extra.npy", 2, D, &extra);
+    let el = d.join("el.txt");
+    std::fs::write(&el, "3\n4\n").unwrap();
+    let ep = d.join("ep.txt");
+    std::fs::write(&ep, "x/a.png\nx/b.png\n").unwrap();
+    ok(&simlearn(&[
+        &"index",
+        &"add",
+        &"--index",
+        &idx,
+        &"--embeddings",
+        &ee,
+        &"--labels",
+        &el,
+        &"--paths",
+        &ep,
+    ]));
+    let pq = d.join("rows.parquet");
+    // Row groups of 16: the 42 rows span three.
+    let s = json_ok(&simlearn(&[
+        &"index",
+        &"export",
+        &"--index",
+        &idx,
+        &"--parquet",
+        &pq,
+        &"--row-group",
+        &"16",
+        &"--json",
+    ]));
+    assert_eq!(s["rows"], 42);
+    assert_eq!(s["dim"], D);
+
+    let file = std::fs::File::open(&pq).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    assert_eq!(builder.metadata().num_row_groups(), 3);
+    let meta = builder.schema().metadata().clone();
+    assert_eq!(meta["simlearn.similarity"], "cosine");
+    assert_eq!(meta["simlearn.dim"], D.to_string());
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "vector", "label", "path"]);
+    let (mut ids, mut vecs, mut labs, mut pths) = (vec![], vec![], vec![], vec![]);
+    for batch in builder.build().unwrap() {
+        let b = batch.unwrap();
+        let col = |i: usize| b.column(i).clone();
+        let id = col(0);
+        ids.extend(
+            id.as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .iter()
+                .copied(),
+        );
+        let list = col(1);
+        let list = list.as_any().downcast_ref::<FixedSizeListArray>().unwrap();
+        assert_eq!(list.value_length() as usize, D);
+        let vals = list.values();
+        vecs.extend(
+            vals.as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap()
+                .values()
+                .iter()
+                .copied(),
+        );
+        let l = col(2);
+        labs.extend(
+            l.as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .iter()
+                .copied(),
+        );
+        let p = col(3);
+        let p = p.as_any().downcast_ref::<StringArray>().unwrap();
+        pths.extend((0..p.len()).map(|i| p.value(i).to_string()));
+    }
+    assert_eq!(ids, (0..42).collect::<Vec<i64>>());
+    let want: Vec<u32> = v.iter().chain(&extra).map(|x| x.to_bits()).collect();
+    assert_eq!(vecs.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
+    let mut want_l: Vec<i64> = (0..N as i64).map(|i| i % 7).collect();
+    want_l.extend([3, 4]);
+    assert_eq!(labs, want_l);
+    assert_eq!(pths[7], "c0/7.png");
+    assert_eq!(pths[41], "x/b.png");
+
+    // Errors: a missing index names it; an unwritable destination names the file and leaves
+    // nothing behind.
+    fails_with(
+        &simlearn(&[
+            &"index",
+            &"export",
+            &"--index",
+            &d.join("nope"),
+            &"--parquet",
+            &pq,
+        ]),
+        &["nope"],
+    );
+    let bad = d.join("no-such-dir").join("rows.parquet");
+    fails_with(
+        &simlearn(&[&"index", &"export", &"--index", &idx, &"--parquet", &bad]),
+        &["rows.parquet"],
+    );
+    assert!(!d.join("no-such-dir").exists());
+    let leftovers = std::fs::read_dir(&d)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp-")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
