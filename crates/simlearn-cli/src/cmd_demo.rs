@@ -8,6 +8,10 @@
 //! on the 5 plain classes (`--plain`), both heads collapse onto five directions and retrieve the
 //! unseen classes worse than the untrained head; `bench/demo_transfer.py` has the comparison.
 //! The checkpoint is picked on the other half of classes 0–4, never on 5–9.
+//!
+//! It ends the way a trained model is used: the contextual head's embeddings of the unseen
+//! classes become a `simlearn-index` artifact (`<out>/index`, with the digits as PNG payloads in
+//! `<out>/gallery`), and one held-out image of each unseen class is searched in it.
 
 use std::path::PathBuf;
 
@@ -23,7 +27,10 @@ use simlearn::report::{render, ReportOptions, ReportRun};
 use simlearn::train::{
     embed, evaluate_continuous_labels, train_class, train_continuous, TrainConfig,
 };
-use simlearn_eval::{evaluate_classes, evaluate_continuous, ContinuousConfig, EvalConfig};
+use simlearn_eval::{
+    evaluate_classes, evaluate_continuous, ContinuousConfig, EvalConfig, Matrix, Similarity,
+};
+use simlearn_index::{BuildOptions, Hit, Index, Kind};
 
 use crate::progress::TrainBars;
 
@@ -270,6 +277,7 @@ pub fn run(args: Args) -> Result<()> {
     let device = burn::prelude::Device::flex();
     let (val_labels, unseen_labels) = (val.class_labels()?, unseen.class_labels()?);
     let mut made = None;
+    let mut search_head = None;
     let mut rows = vec![Row {
         method: "pixels (no model)".into(),
         seen_before: None,
@@ -307,6 +315,9 @@ pub fn run(args: Args) -> Result<()> {
             &mut bars,
         )?;
         let seconds = started.elapsed().as_secs_f64();
+        if search_head.is_none() {
+            search_head = Some(out.head.clone());
+        }
         rows.push(Row {
             method: format!("{name} head"),
             seen_before: Some(scores(
@@ -333,8 +344,19 @@ pub fn run(args: Args) -> Result<()> {
         });
     }
 
+    let head = search_head.expect("CONFIGS is not empty");
+    let search = index_and_search(&args.out, &embed(&head, &unseen.features, &device), &unseen)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        #[derive(Serialize)]
+        struct Out<'a> {
+            methods: &'a [Row],
+            search: &'a DemoSearch,
+        }
+        let out = Out {
+            methods: &rows,
+            search: &search,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     let made = match (args.plain, made) {
@@ -383,7 +405,133 @@ pub fn run(args: Args) -> Result<()> {
         "report: {}",
         write_report(&args.out, names, &unseen, &device)?.display()
     );
+    print!("{}", search.to_table());
     Ok(())
+}
+
+/// Neighbours shown per demo query.
+const DEMO_K: usize = 5;
+
+#[derive(Serialize)]
+struct DemoQuery {
+    /// Row of the query among the unseen images.
+    row: usize,
+    label: i64,
+    hits: Vec<Hit>,
+}
+
+#[derive(Serialize)]
+struct DemoSearch {
+    index: PathBuf,
+    items: usize,
+    queries: Vec<DemoQuery>,
+}
+
+impl DemoSearch {
+    fn to_table(&self) -> String {
+        let mut s = format!(
+            "\nsearch: the contextual head's embeddings of {} unseen images (classes 5-9) indexed in {};\n\
+             one held-out image of each unseen class as the query, its {DEMO_K} nearest neighbours (cosine):\n\n",
+            self.items,
+            self.index.display()
+        );
+        s += &format!("{:<14} {}\n", "query (class)", "neighbours: id class score");
+        for q in &self.queries {
+            let hits: Vec<String> = q
+                .hits
+                .iter()
+                .map(|h| format!("{:>4} {} {:.3}", h.id, h.label.unwrap_or(-1), h.score))
+                .collect();
+            let same = q.hits.iter().filter(|h| h.label == Some(q.label)).count();
+            s += &format!(
+                "row {:<5} ({}) {}   {same}/{} same class\n",
+                q.row,
+                q.label,
+                hits.join(" |"),
+                q.hits.len()
+            );
+        }
+        s += &format!(
+            "\nbrowse it: simlearn serve --index {} (then open http://127.0.0.1:8080/ and type an id)\n",
+            self.index.display()
+        );
+        s
+    }
+}
+
+/// Writes an 8 × 8 digit (pixels in [0, 1]) as a 32 × 32 PNG, dark ink on white.
+fn write_digit_png(pixels: &[f32], path: &std::path::Path) -> Result<()> {
+    const SCALE: u32 = 4;
+    let img = image::GrayImage::from_fn(8 * SCALE, 8 * SCALE, |x, y| {
+        let p = pixels[(y / SCALE * 8 + x / SCALE) as usize].clamp(0.0, 1.0);
+        image::Luma([(255.0 * (1.0 - p)).round() as u8])
+    });
+    img.save(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write the PNG: {e}", path.display()))
+}
+
+/// Indexes `emb` (the unseen images' embeddings) without the first image of each class, then
+/// searches those held-out images: the trained head's use, shown on data it never saw.
+fn index_and_search(
+    out: &std::path::Path,
+    emb: &Matrix,
+    unseen: &FeatureDataset,
+) -> Result<DemoSearch> {
+    let labels = unseen.class_labels()?;
+    let mut queries = Vec::new();
+    let mut seen_classes = std::collections::BTreeSet::new();
+    for (row, &l) in labels.iter().enumerate() {
+        if seen_classes.insert(l) {
+            queries.push(row);
+        }
+    }
+    let gallery: Vec<usize> = (0..labels.len()).filter(|r| !queries.contains(r)).collect();
+    let gallery_dir = out.join("gallery");
+    std::fs::create_dir_all(&gallery_dir)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", gallery_dir.display()))?;
+    let dim = emb.cols();
+    let mut vectors = Vec::with_capacity(gallery.len() * dim);
+    let mut paths = Vec::with_capacity(gallery.len());
+    for (id, &r) in gallery.iter().enumerate() {
+        vectors.extend_from_slice(emb.row(r));
+        let name = format!("{id:04}.png");
+        write_digit_png(unseen.features.row(r), &gallery_dir.join(&name))?;
+        paths.push(name);
+    }
+    let opts = BuildOptions {
+        kind: Kind::Exact,
+        similarity: Similarity::Cosine,
+        // Relative to the index folder, so the run folder can be moved as a whole.
+        image_root: Some("../gallery".into()),
+        ..BuildOptions::default()
+    };
+    let mut index = Index::build(
+        Matrix::new(gallery.len(), dim, vectors)?,
+        Some(gallery.iter().map(|&r| labels[r]).collect()),
+        Some(paths),
+        &opts,
+        &|_, _| {},
+    )?;
+    let dir = out.join("index");
+    index.save(&dir)?;
+    let mut q = Vec::with_capacity(queries.len() * dim);
+    for &r in &queries {
+        q.extend_from_slice(emb.row(r));
+    }
+    let hits = index.search(&Matrix::new(queries.len(), dim, q)?, DEMO_K)?;
+    Ok(DemoSearch {
+        index: dir,
+        items: gallery.len(),
+        queries: queries
+            .iter()
+            .zip(hits)
+            .map(|(&row, hits)| DemoQuery {
+                row,
+                label: labels[row],
+                hits,
+            })
+            .collect(),
+    })
 }
 
 /// Renders the HTML report of the demo's runs, evaluated on `test`, into `<out>/report/`.
