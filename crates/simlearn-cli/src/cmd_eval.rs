@@ -4,6 +4,8 @@
 //! other rows (leave-one-out). With it, the query rows are searched in the `--embeddings`
 //! gallery (In-Shop style). Class labels give P@1, Recall@K, R-precision, MAP@R, MAP@K, MRR
 //! (and NMI/AMI on request); `--continuous-labels` gives nDCG@K and mean label distance@K.
+//! `--verification` adds TAR@FAR, EER and ROC AUC of the pairs ([`simlearn_eval::verification`]),
+//! `--roc-out` writes the curve.
 
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
@@ -11,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use simlearn_eval::io::{
     read_class_labels, read_class_labels_joint, read_embeddings, read_float_matrix,
 };
+use simlearn_eval::verification::{verify, VerificationConfig};
 use simlearn_eval::{
     compare_classes, compare_continuous, evaluate_classes, evaluate_continuous, BootstrapConfig,
     ContinuousConfig, EvalConfig, LabelDistance, Matrix, MetricValue, Similarity,
@@ -72,6 +75,14 @@ pub struct Args {
     /// Macro averaging over classes plus a per-class table.
     #[arg(long)]
     pub per_class: bool,
+    /// Verification metrics of the pairs (class labels): TAR at FAR 1e-1..1e-4, EER and ROC
+    /// AUC over every pair i < j (leave-one-out) or every query × gallery pair. Opt-in: it is
+    /// a second pass over all pairs, as costly as the kNN itself on large sets.
+    #[arg(long)]
+    pub verification: bool,
+    /// Write the ROC / DET curve as CSV (threshold,far,tar,frr); implies --verification.
+    #[arg(long, value_name = "FILE.csv")]
+    pub roc_out: Option<PathBuf>,
     /// Seed of the bootstrap and of k-means (NMI/AMI).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -93,7 +104,9 @@ pub fn run(args: Args) -> Result<()> {
         && args.compare.is_some()
         && args.compare_query_embeddings.is_none()
     {
-        bail!("--compare with --query-embeddings also needs --compare-query-embeddings (the queries embedded by the second model)");
+        bail!(
+            "--compare with --query-embeddings also needs --compare-query-embeddings (the queries embedded by the second model)"
+        );
     }
     let similarity = match &args.similarity {
         Some(s) => Some(Similarity::parse(s).context("--similarity")?),
@@ -147,6 +160,13 @@ pub fn run(args: Args) -> Result<()> {
         ..BootstrapConfig::default()
     });
 
+    let verification = args.verification || args.roc_out.is_some();
+    if verification && args.continuous_labels {
+        bail!("--verification / --roc-out need class labels, not --continuous-labels");
+    }
+    if verification && args.compare.is_some() {
+        bail!("--verification / --roc-out do not apply with --compare");
+    }
     if args.continuous_labels {
         if args.per_class {
             bail!("--per-class needs class labels, not --continuous-labels");
@@ -315,10 +335,36 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     warn(&report.warnings);
+    let ver = if verification {
+        let vcfg = VerificationConfig {
+            similarity: cfg.similarity,
+            block_rows: args.block_size.min(4096),
+            ..VerificationConfig::default()
+        };
+        let v = match (&queries, &query_labels) {
+            (Some(q), Some(ql)) => verify(q, ql, Some((&gallery, &labels)), &vcfg),
+            _ => verify(&gallery, &labels, None, &vcfg),
+        }
+        .context("--verification")?;
+        if let Some(p) = &args.roc_out {
+            std::fs::write(p, v.roc_csv())
+                .with_context(|| format!("--roc-out {}: cannot write", p.display()))?;
+        }
+        Some(v)
+    } else {
+        None
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        if let (Some(v), Some(obj)) = (&ver, value.as_object_mut()) {
+            obj.insert("verification".into(), serde_json::to_value(v)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", report.to_table());
+        if let Some(v) = &ver {
+            print!("{}", v.to_table());
+        }
     }
     Ok(())
 }

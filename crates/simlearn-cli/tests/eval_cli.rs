@@ -384,3 +384,114 @@ fn bad_input_gives_one_line_errors() {
         &["missing.npy"],
     );
 }
+
+/// 1-D embeddings 0, 1, 3, 6 with labels A A B B, squared Euclidean (score −(a − b)²):
+/// genuine −1 (0,1) and −9 (3,6); impostors −9 (0,3), −36, −4 (1,3), −25. Thresholds
+/// −36 −25 −9 −4 −1: FAR 1 ¾ ½ ¼ 0, TAR 1 1 1 ½ ½. Every FAR target ≤ 0.1 allows no impostor
+/// (4 impostors): v = −4, TAR = #{g > −4}/2 = ½ at t = −1. EER between −9 (FAR ½, FRR 0) and
+/// −4 (FAR ¼, FRR ½): λ = ½ / ¾ = ⅔, EER = ½ − ⅔·¼ = ⅓, threshold −9 + ⅔·5. AUC: −1 beats
+/// all 4 impostors, −9 beats 2 and ties 1: 6.5 / 8.
+#[test]
+fn verification_hand_computed_with_roc_csv() {
+    let d = dir("verification");
+    let e = npy(&d, "e.npy", 4, 1, &[0.0, 1.0, 3.0, 6.0]);
+    let l = labels(&d, "l.npy", &[0, 0, 1, 1]);
+    let roc = d.join("roc.csv");
+    let v = json_ok(&eval(&[
+        &"--embeddings",
+        &e,
+        &"--labels",
+        &l,
+        &"--similarity",
+        &"sqeuclidean",
+        &"--roc-out",
+        &roc,
+        &"--json",
+    ]));
+    let ver = &v["verification"];
+    assert_eq!(ver["genuine_pairs"], 2);
+    assert_eq!(ver["impostor_pairs"], 4);
+    assert_eq!(ver["pairs"], "all_pairs");
+    let rows = ver["tar_at_far"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(r["tar"], 0.5);
+        assert_eq!(r["threshold"], -1.0);
+        assert_eq!(r["far"], 0.0);
+    }
+    assert_eq!(rows[0]["far_target"], 0.1);
+    let close = |x: &Value, want: f64| assert!((x.as_f64().unwrap() - want).abs() < 1e-12, "{x}");
+    close(&ver["eer"], 1.0 / 3.0);
+    close(&ver["eer_threshold"], -9.0 + 2.0 / 3.0 * 5.0);
+    close(&ver["roc_auc"], 6.5 / 8.0);
+    // The retrieval metrics are still there: 3's nearest item is 1 (A), the others' are right.
+    assert_eq!(metric(&v, "precision_at_1"), 0.75);
+    let csv = std::fs::read_to_string(&roc).unwrap();
+    assert_eq!(
+        csv,
+        "threshold,far,tar,frr\n-36,1,1,0\n-25,0.75,1,0\n-9,0.5,1,0\n-4,0.25,0.5,0.5\n-1,0,0.5,0.5\n"
+    );
+
+    // Without --verification the JSON has no verification; the table shows the rows.
+    let v = json_ok(&eval(&[&"--embeddings", &e, &"--labels", &l, &"--json"]));
+    assert!(v.get("verification").is_none());
+    let out = eval(&[
+        &"--embeddings",
+        &e,
+        &"--labels",
+        &l,
+        &"--similarity",
+        &"sqeuclidean",
+        &"--verification",
+    ]);
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    for needle in ["tar_at_far_1e-4", "eer", "0.3333", "roc_auc", "0.8125"] {
+        assert!(table.contains(needle), "{needle}: {table}");
+    }
+}
+
+#[test]
+fn verification_bad_input_gives_one_line_errors() {
+    let d = dir("verification-bad");
+    let e = npy(&d, "e.npy", 3, 1, &[0.0, 1.0, 3.0]);
+    let one = labels(&d, "one.npy", &[7, 7, 7]);
+    let two = labels(&d, "two.npy", &[1, 1, 2]);
+    fails_with(
+        &eval(&[
+            &"--embeddings",
+            &e,
+            &"--labels",
+            &one,
+            &"--k",
+            &"1",
+            &"--verification",
+        ]),
+        &["class"],
+    );
+    fails_with(
+        &eval(&[
+            &"--embeddings",
+            &e,
+            &"--labels",
+            &two,
+            &"--k",
+            &"1",
+            &"--roc-out",
+            &d.join("missing-dir").join("roc.csv"),
+        ]),
+        &["--roc-out", "roc.csv"],
+    );
+    let cont = npy(&d, "c.npy", 3, 1, &[0.0, 1.0, 2.0]);
+    fails_with(
+        &eval(&[
+            &"--embeddings",
+            &e,
+            &"--labels",
+            &cont,
+            &"--continuous-labels",
+            &"--verification",
+        ]),
+        &["--verification", "class labels"],
+    );
+}
