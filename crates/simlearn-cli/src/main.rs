@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod cmd_calibrate;
 mod cmd_demo;
 mod cmd_embed;
 mod cmd_eval;
@@ -41,6 +42,8 @@ enum Command {
     Search(cmd_search::Args),
     /// Serve an index over HTTP: search API, item images, health, metrics and a web page.
     Serve(cmd_serve::Args),
+    /// Calibrate an index's match threshold (F1-optimal or a target precision) from labelled queries.
+    Calibrate(cmd_calibrate::Args),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
         Command::Index(args) => cmd_index::run(args),
         Command::Search(args) => cmd_search::run(args),
         Command::Serve(args) => cmd_serve::run(args),
+        Command::Calibrate(args) => cmd_calibrate::run(args),
     };
     if let Err(e) = result {
         // One line, no backtrace: bad input is the user's to fix, not a crash.

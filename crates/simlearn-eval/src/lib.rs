@@ -26,7 +26,8 @@ pub use metrics::MapAtKDivisor;
 pub use report::{Averaging, ClassReport, ClassRow, Comparison, ContinuousReport, MetricValue};
 pub use stats::{BootstrapConfig, PairedDifference};
 pub use verification::{
-    calibrate, verify, Calibration, CalibrationPoint, Verification, VerificationConfig,
+    calibrate, verify, Calibration, CalibrationPoint, CalibrationRule, Verification,
+    VerificationConfig,
 };
 
 /// Every way evaluation input can be wrong; each message is one line that names the

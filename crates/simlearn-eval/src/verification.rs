@@ -815,13 +815,21 @@ pub struct Calibration {
     pub curve: Vec<CalibrationPoint>,
 }
 
-impl Calibration {
-    /// The point of a rule: `f1`, or `precision=P` / `precision>=P` (P among the computed
-    /// targets or not: it is evaluated on the curve).
-    pub fn rule(&self, rule: &str) -> Result<CalibrationPoint, EvalError> {
+/// How [`Calibration::select`] picks a threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CalibrationRule {
+    /// The F1-optimal threshold.
+    F1,
+    /// The smallest threshold whose precision is at least this.
+    Precision(f64),
+}
+
+impl CalibrationRule {
+    /// Parses `f1`, `precision=P` or `precision>=P` (`0 < P ≤ 1`).
+    pub fn parse(rule: &str) -> Result<Self, EvalError> {
         let r = rule.trim();
         if r.eq_ignore_ascii_case("f1") {
-            return Ok(self.f1);
+            return Ok(Self::F1);
         }
         let p = r
             .strip_prefix("precision>=")
@@ -837,13 +845,37 @@ impl Calibration {
             ))
         })?;
         check_precision(p, "rule")?;
-        precision_point(&self.curve, p).ok_or_else(|| {
-            EvalError::Invalid(format!(
-                "rule {r:?}: no threshold reaches precision {p} on the {} calibration queries (best {:.4})",
-                self.n_queries,
-                self.curve.iter().map(|c| c.precision).fold(0.0, f64::max)
-            ))
-        })
+        Ok(Self::Precision(p))
+    }
+
+    /// `f1` or `precision>=P`, as stored in an index manifest.
+    pub fn name(&self) -> String {
+        match self {
+            Self::F1 => "f1".into(),
+            Self::Precision(p) => format!("precision>={p}"),
+        }
+    }
+}
+
+impl Calibration {
+    /// The point a rule picks on the curve; an error when no threshold reaches the precision.
+    pub fn select(&self, rule: &CalibrationRule) -> Result<CalibrationPoint, EvalError> {
+        match *rule {
+            CalibrationRule::F1 => Ok(self.f1),
+            CalibrationRule::Precision(p) => precision_point(&self.curve, p).ok_or_else(|| {
+                EvalError::Invalid(format!(
+                    "rule {}: no threshold reaches precision {p} on the {} calibration queries (best {:.4})",
+                    rule.name(),
+                    self.n_queries,
+                    self.curve.iter().map(|c| c.precision).fold(0.0, f64::max)
+                ))
+            }),
+        }
+    }
+
+    /// [`CalibrationRule::parse`] then [`Calibration::select`].
+    pub fn rule(&self, rule: &str) -> Result<CalibrationPoint, EvalError> {
+        self.select(&CalibrationRule::parse(rule)?)
     }
 
     /// A table: the F1-optimal threshold and one row per precision target.
@@ -886,6 +918,28 @@ impl Calibration {
         }
         out
     }
+}
+
+/// For a threshold `t` that is an f32 value widened to f64 (an index's top-1 score): the
+/// shortest decimal `d` with `prev_f32(t) < d ≤ t`. Every f32 score `s` then has
+/// `s ≥ d ⇔ s ≥ t`, so decisions do not change, and `d` (about 9 significant digits) survives
+/// a JSON round trip through any parser, where the 17-digit f64 of `t` may come back one ulp
+/// off. Other values (not an f32, not finite) are returned unchanged.
+pub fn f32_threshold_decimal(t: f64) -> f64 {
+    let tf = t as f32;
+    if !t.is_finite() || f64::from(tf) != t {
+        return t;
+    }
+    let prev = f64::from(tf.next_down());
+    let mid = 0.5 * (prev + t);
+    for digits in 0..17 {
+        if let Ok(d) = format!("{mid:.digits$e}").parse::<f64>() {
+            if d > prev && d <= t {
+                return d;
+            }
+        }
+    }
+    t
 }
 
 fn check_precision(p: f64, what: &str) -> Result<(), EvalError> {

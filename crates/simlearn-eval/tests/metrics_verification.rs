@@ -4,7 +4,7 @@
 
 use simlearn_eval::knn::exact_score;
 use simlearn_eval::verification::{
-    calibrate, verification_from_scores, verify, PairSet, VerificationConfig,
+    calibrate, f32_threshold_decimal, verification_from_scores, verify, PairSet, VerificationConfig,
 };
 use simlearn_eval::{Matrix, Similarity};
 
@@ -630,6 +630,7 @@ fn calibration_ties_unreached_targets_and_errors() {
     assert!(c.to_table().contains("not reached"));
     let e = c.rule("precision=0.99").unwrap_err().to_string();
     assert!(e.contains("no threshold reaches precision 0.99"), "{e}");
+    assert!(e.starts_with("rule precision>=0.99"), "{e}");
     let e = c.rule("recall=0.5").unwrap_err().to_string();
     assert!(e.contains("expected f1 or precision=P"), "{e}");
     let e = c.rule("precision=1.5").unwrap_err().to_string();
@@ -646,4 +647,36 @@ fn calibration_ties_unreached_targets_and_errors() {
     assert!(e.contains("NaN"), "{e}");
     let e = calibrate(&[0.5], &[true], &[0.0]).unwrap_err().to_string();
     assert!(e.contains("precision 0"), "{e}");
+}
+
+/// The stored decimal threshold decides every f32 score as the f32 threshold does, is short,
+/// and parses back to itself.
+#[test]
+fn f32_threshold_decimal_keeps_decisions() {
+    let mut r = Rng(5);
+    for _ in 0..2000 {
+        let t32 = (r.next() * 4.0 - 2.0) as f32;
+        let t = f64::from(t32);
+        let d = f32_threshold_decimal(t);
+        assert!(d <= t && d > f64::from(t32.next_down()), "{t} -> {d}");
+        for s in [t32, t32.next_down(), t32.next_up()] {
+            assert_eq!(f64::from(s) >= d, s >= t32);
+        }
+        let text = format!("{d:e}");
+        let digits = text
+            .split('e')
+            .next()
+            .unwrap()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .count();
+        assert!(digits <= 10, "{text}: {digits} significant digits");
+        assert_eq!(text.parse::<f64>().unwrap(), d);
+        assert_eq!(format!("{d}").parse::<f64>().unwrap(), d);
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<f64>(&json).unwrap(), d, "{json}");
+    }
+    // 0.1 is not an f32 value: unchanged.
+    assert_eq!(f32_threshold_decimal(0.1), 0.1);
+    assert_eq!(f32_threshold_decimal(f64::INFINITY), f64::INFINITY);
 }
