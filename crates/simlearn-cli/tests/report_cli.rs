@@ -82,12 +82,13 @@ fn report_of_a_trained_run() {
         assert!(len > 0, "{file} is empty");
         refs += 1;
     }
-    // training curves, similarity histograms, random and worst retrieval grids.
-    assert_eq!(refs, 4);
+    // training curves, similarity histograms, ROC, DET, random and worst retrieval grids.
+    assert_eq!(refs, 6);
     for id in [
         "results",
         "training-curves",
         "similarity-histograms",
+        "verification",
         "retrieval",
     ] {
         assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
@@ -98,6 +99,15 @@ fn report_of_a_trained_run() {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["runs"][0]["epochs"], 1);
     assert_eq!(json["runs"][0]["data_source"], "digits");
+    // TAR@FAR / EER of the test pairs, counted over every pair i < j.
+    let v = &json["runs"][0]["verification"]["trained"];
+    let n = json["runs"][0]["test_items"].as_u64().unwrap();
+    assert_eq!(
+        v["genuine_pairs"].as_u64().unwrap() + v["impostor_pairs"].as_u64().unwrap(),
+        n * (n - 1) / 2
+    );
+    assert_eq!(v["tar_at_far"].as_array().unwrap().len(), 4);
+    assert!(html.contains("tar_at_far_1e-3") && html.contains(">eer<"));
     let _ = std::fs::remove_dir_all(&d);
 }
 

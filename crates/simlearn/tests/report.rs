@@ -218,6 +218,7 @@ fn class_report_of_two_trained_runs() {
         "training-curves",
         "similarity-histograms",
         "retrieval",
+        "verification",
     ] {
         assert!(
             html.contains(&format!("id=\"{id}\"")),
@@ -225,10 +226,10 @@ fn class_report_of_two_trained_runs() {
         );
     }
     assert!(!html.contains("id=\"label-distance-by-rank\""));
-    // 2 runs × (training, similarity, 2 grids) figures, each as img src and link href, plus
-    // the JSON link.
-    assert_eq!(files.figures.len(), 8);
-    assert_eq!(check_references(&out, &html), 2 * 8 + 1);
+    // 2 runs × (training, similarity, ROC, DET, 2 grids) figures, each as img src and link
+    // href, plus the JSON link.
+    assert_eq!(files.figures.len(), 12);
+    assert_eq!(check_references(&out, &html), 2 * 12 + 1);
     for f in &files.figures {
         let svg = std::fs::read_to_string(f).unwrap();
         assert!(
@@ -248,9 +249,55 @@ fn class_report_of_two_trained_runs() {
             .contains("learning rate")
     );
 
+    let roc = std::fs::read_to_string(out.join("run1-contrastive-roc.svg")).unwrap();
+    assert!(roc.contains("true accept rate") && roc.contains("false accept rate"));
+    let det = std::fs::read_to_string(out.join("run1-contrastive-det.svg")).unwrap();
+    assert!(det.contains("false reject rate") && det.contains("(log)"));
+    for row in ["tar_at_far_1e-1", "tar_at_far_1e-4", "eer", "roc_auc"] {
+        assert!(
+            html.contains(&format!("<td class=\"name\">{row}</td>")),
+            "results row {row} missing"
+        );
+    }
+
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&files.json).unwrap()).unwrap();
     let jruns = json["runs"].as_array().unwrap();
     assert_eq!(jruns.len(), 2);
+    for r in jruns {
+        // The verification pairs are the histogram's pairs: positive = genuine.
+        for (head, k) in [("untrained", 0), ("trained", 1)] {
+            let v = &r["verification"][head];
+            let hist = &r["pair_similarity"][k];
+            assert_eq!(v["genuine_pairs"], hist["positive_pairs"], "{head}");
+            assert_eq!(v["impostor_pairs"], hist["negative_pairs"], "{head}");
+            assert_eq!(v["pairs"], "all_pairs");
+            let rows = v["tar_at_far"].as_array().unwrap();
+            assert_eq!(rows.len(), 4);
+            // TAR@FAR grows with the FAR allowed; every FAR reached is within its target.
+            for w in rows.windows(2) {
+                assert!(w[0]["tar"].as_f64().unwrap() >= w[1]["tar"].as_f64().unwrap());
+            }
+            for t in rows {
+                assert!(t["far"].as_f64().unwrap() <= t["far_target"].as_f64().unwrap());
+            }
+            let eer = v["eer"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&eer));
+            // Higher mean positive than negative cosine ⇒ AUC above chance here.
+            if hist["mean_positive"].as_f64().unwrap() > hist["mean_negative"].as_f64().unwrap() {
+                assert!(v["roc_auc"].as_f64().unwrap() > 0.5, "{head}: {v}");
+            }
+        }
+        let eer = r["verification"]["trained"]["eer"].as_f64().unwrap();
+        let shown = if eer.abs() >= 10.0 {
+            format!("{eer:.2}")
+        } else {
+            format!("{eer:.4}")
+        };
+        assert!(
+            html.contains(&format!("<td>{shown}<br>")),
+            "EER {shown} not in the table"
+        );
+    }
     for r in jruns {
         assert_eq!(r["labels"], "class");
         assert_eq!(r["test_items"].as_u64().unwrap() as usize, test.len());
@@ -495,9 +542,10 @@ eval_every = 2
         html.contains("id=\"retrieval\""),
         "retrieval section missing"
     );
-    // training, similarity and the two grids, each as img src and link href, plus the JSON.
-    assert_eq!(files.figures.len(), 4);
-    assert_eq!(check_references(&out, &html), 2 * 4 + 1);
+    // training, similarity, ROC, DET and the two grids, each as img src and link href, plus
+    // the JSON.
+    assert_eq!(files.figures.len(), 6);
+    assert_eq!(check_references(&out, &html), 2 * 6 + 1);
     let grid = std::fs::read_to_string(out.join("run1-run-retrieval-random.svg")).unwrap();
     // 3 queries × (query + top 4), every one an embedded PNG, no external reference.
     let uri = "href=\"data:image/png;base64,";
@@ -521,7 +569,7 @@ eval_every = 2
     let run = ReportRun::load(&dir, data, &device).unwrap();
     let out2 = root.join("report2");
     let files = render(&[run], &out2, &small_options(), &device).unwrap();
-    assert_eq!(files.figures.len(), 2);
+    assert_eq!(files.figures.len(), 4);
     let html = std::fs::read_to_string(&files.index).unwrap();
     assert!(
         html.contains("1 image paths for 16 feature rows"),

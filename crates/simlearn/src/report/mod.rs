@@ -19,7 +19,12 @@
 //!    every two runs evaluated on the same test set (identical features and labels) from
 //!    [`simlearn_eval::compare_classes`] / [`simlearn_eval::compare_continuous`];
 //! 5. for continuous labels, the mean label distance of the r-th retrieved item against r, with
-//!    the untrained head and the oracle (the r-th smallest label distance) for reference.
+//!    the untrained head and the oracle (the r-th smallest label distance) for reference;
+//! 6. for class labels, verification of the test pairs (every pair `i < j`, cosine): an ROC
+//!    figure (TAR against FAR) and a DET figure (FRR against FAR on a log axis), trained and
+//!    untrained head, and TAR at FAR 1e-1…1e-4, EER and ROC AUC in the results table and
+//!    `report.json` ([`simlearn_eval::verification`]; no intervals). A test set without
+//!    same-class or without different-class pairs gets a warning instead.
 //!
 //! Evaluation follows the trainer's validation: class labels leave-one-out with cosine
 //! similarity and the run's `eval.ks`; continuous labels leave-one-out with squared Euclidean
@@ -35,6 +40,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::Device;
 use serde::Serialize;
+use simlearn_eval::verification::{verify, Verification, VerificationConfig};
 use simlearn_eval::{
     compare_classes, compare_continuous, evaluate_classes, evaluate_continuous, knn_leave_one_out,
     BootstrapConfig, ContinuousConfig, EvalConfig, KnnConfig, LabelDistance, Matrix, MetricValue,
@@ -323,6 +329,23 @@ pub struct RankDistances {
     pub ideal: Vec<f64>,
 }
 
+/// Verification of the test pairs (in `report.json`), trained and untrained head.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerificationSummary {
+    /// The trained head.
+    pub trained: Verification,
+    /// The untrained head.
+    pub untrained: Verification,
+}
+
+/// The results-table rows of a verification: `tar_at_far_{f}`…, `eer`, `roc_auc`.
+pub fn verification_rows(v: &Verification) -> Vec<(String, f64)> {
+    let mut rows: Vec<(String, f64)> = v.tar_at_far.iter().map(|t| (t.name(), t.tar)).collect();
+    rows.push(("eer".into(), v.eer));
+    rows.push(("roc_auc".into(), v.roc_auc));
+    rows
+}
+
 /// One run in `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
@@ -352,6 +375,8 @@ pub struct RunSummary {
     pub pair_similarity: Option<(PairSummary, PairSummary)>,
     /// Continuous labels: label distance by rank.
     pub label_distance_by_rank: Option<RankDistances>,
+    /// Class labels: verification of the test pairs (TAR@FAR, EER, ROC AUC).
+    pub verification: Option<VerificationSummary>,
     /// Figure files of this run, relative to the report folder.
     pub figures: Vec<String>,
 }
@@ -398,6 +423,8 @@ struct Evaluated {
     /// `(file, caption)` of each retrieval grid.
     grids: Vec<(String, String)>,
     rank: Option<String>,
+    /// ROC and DET figure files.
+    verification: Vec<String>,
     warnings: Vec<String>,
 }
 
@@ -548,6 +575,8 @@ fn evaluate_run(
     let mut rank = None;
     let mut pair_similarity = None;
     let mut by_rank = None;
+    let mut verification = None;
+    let mut verification_figures = Vec::new();
     let (metrics, untrained_metrics, neigh, metric_name, eval_rows);
     let per_query: BTreeMap<usize, f64>;
     match &run.test.labels {
@@ -624,6 +653,37 @@ fn evaluate_run(
                 mean_negative: q.mean,
             };
             pair_similarity = Some((summary(&up, &un), summary(&tp, &tn)));
+
+            let vcfg = VerificationConfig {
+                curve_step: 5e-3,
+                ..VerificationConfig::default()
+            };
+            match verify(&trained_emb, labels, None, &vcfg)
+                .and_then(|t| Ok((t, verify(&untrained_emb, labels, None, &vcfg)?)))
+            {
+                Ok((t, u)) => {
+                    for (kind, svg) in [
+                        (
+                            "roc",
+                            plot::roc_svg(&format!("{}: ROC of test pairs", run.name), &t, &u)?,
+                        ),
+                        (
+                            "det",
+                            plot::det_svg(&format!("{}: DET of test pairs", run.name), &t, &u)?,
+                        ),
+                    ] {
+                        let file = format!("{prefix}-{kind}.svg");
+                        write_file(&out.join(&file), &svg)?;
+                        figures.push(file.clone());
+                        verification_figures.push(file);
+                    }
+                    verification = Some(VerificationSummary {
+                        trained: t,
+                        untrained: u,
+                    });
+                }
+                Err(e) => warnings.push(format!("verification metrics left out: {e}")),
+            }
         }
         Labels::Continuous(labels) => {
             let cfg = ContinuousConfig {
@@ -790,6 +850,7 @@ fn evaluate_run(
         untrained_metrics,
         pair_similarity,
         label_distance_by_rank: by_rank,
+        verification,
         figures,
     };
     Ok(Evaluated {
@@ -799,6 +860,7 @@ fn evaluate_run(
         histograms,
         grids,
         rank,
+        verification: verification_figures,
         warnings,
     })
 }
@@ -1042,6 +1104,35 @@ fn page(summary: &ReportSummary, evaluated: &[Evaluated], groups: usize) -> Stri
             }
             h.push_str("</tr>\n");
         }
+        if let Some(v) = &first.verification {
+            for (name, _) in verification_rows(&v.trained) {
+                let _ = write!(h, "<tr><td class=\"name\">{}</td>", escape(&name));
+                for r in &members {
+                    let find = |v: &Verification| {
+                        verification_rows(v)
+                            .into_iter()
+                            .find(|(n, _)| *n == name)
+                            .map(|(_, x)| x)
+                    };
+                    match &r.verification {
+                        Some(rv) => {
+                            let _ = write!(
+                                h,
+                                "<td>{}<br><span class=\"untrained\">untrained {}</span></td>",
+                                find(&rv.trained)
+                                    .map(fmt_value)
+                                    .unwrap_or_else(|| "-".into()),
+                                find(&rv.untrained)
+                                    .map(fmt_value)
+                                    .unwrap_or_else(|| "-".into())
+                            );
+                        }
+                        None => h.push_str("<td>-</td>"),
+                    }
+                }
+                h.push_str("</tr>\n");
+            }
+        }
         h.push_str("</table>\n");
         for c in summary.comparisons.iter().filter(|c| c.test_set == g) {
             let _ = write!(
@@ -1108,6 +1199,28 @@ fn page(summary: &ReportSummary, evaluated: &[Evaluated], groups: usize) -> Stri
                     &mut h,
                     f,
                     &format!("{}: untrained vs trained head", e.summary.name),
+                );
+            }
+        }
+        h.push_str("</section>\n");
+    }
+
+    if evaluated.iter().any(|e| !e.verification.is_empty()) {
+        h.push_str("<section id=\"verification\"><h2>Verification</h2>\n<p>Every pair of test items is a \
+                    same-class (genuine) or different-class (impostor) pair, accepted when its cosine similarity is at \
+                    least a threshold. ROC: true accept rate against false accept rate; DET: false reject rate against \
+                    false accept rate on a log axis. TAR@FAR, EER and ROC AUC are in the results table.</p>\n");
+        for e in evaluated {
+            for f in &e.verification {
+                let kind = if f.ends_with("-roc.svg") {
+                    "ROC"
+                } else {
+                    "DET"
+                };
+                figure(
+                    &mut h,
+                    f,
+                    &format!("{}: {kind}, untrained vs trained head", e.summary.name),
                 );
             }
         }

@@ -9,6 +9,7 @@ use plotters::prelude::*;
 use super::stats::Histogram;
 use super::ReportError;
 use crate::train::EpochRecord;
+use simlearn_eval::verification::Verification;
 
 /// Tableau 10, the matplotlib default cycle: distinct in colour and for most colour blindness.
 pub const PALETTE: [RGBColor; 10] = [
@@ -408,6 +409,140 @@ pub fn rank_distance_svg(title: &str, series: &[Series]) -> Result<String, Repor
             true,
             SeriesLabelPosition::MiddleRight,
         )?;
+        root.present().map_err(plot_err)?;
+    }
+    finish(svg)
+}
+
+/// The trained (solid) and untrained (faint) curves of a verification, as `(x, y)` points.
+fn verification_series(
+    trained: &Verification,
+    untrained: &Verification,
+    point: impl Fn(f64, f64) -> (f64, f64),
+) -> Vec<Series> {
+    let pts = |v: &Verification| -> Vec<(f64, f64)> {
+        v.roc.iter().map(|p| point(p.far, p.tar)).collect()
+    };
+    vec![
+        Series {
+            name: format!("untrained head (EER {:.3})", untrained.eer),
+            points: pts(untrained),
+            colour: PALETTE[7],
+            faint: true,
+        },
+        Series {
+            name: format!(
+                "trained head (EER {:.3}, AUC {:.3})",
+                trained.eer, trained.roc_auc
+            ),
+            points: pts(trained),
+            colour: PALETTE[0],
+            faint: false,
+        },
+    ]
+}
+
+/// ROC curves: true accept rate against false accept rate, trained and untrained head, with
+/// the chance diagonal; the curves end at accepting nothing, `(0, 0)`.
+pub fn roc_svg(
+    title: &str,
+    trained: &Verification,
+    untrained: &Verification,
+) -> Result<String, ReportError> {
+    let mut series = verification_series(trained, untrained, |far, tar| (far, tar));
+    for s in &mut series {
+        s.points.push((0.0, 0.0));
+    }
+    series.insert(
+        0,
+        Series {
+            name: "chance".into(),
+            points: vec![(0.0, 0.0), (1.0, 1.0)],
+            colour: PALETTE[7],
+            faint: true,
+        },
+    );
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (PANEL_W + 120, PANEL_H + 60)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let body = root.titled(title, ("sans-serif", 20)).map_err(plot_err)?;
+        line_panel(
+            &body,
+            "accept a pair when its cosine ≥ threshold",
+            "false accept rate",
+            "true accept rate",
+            &series,
+            false,
+            SeriesLabelPosition::LowerRight,
+        )?;
+        root.present().map_err(plot_err)?;
+    }
+    finish(svg)
+}
+
+/// DET curves: false reject rate against false accept rate on a log axis (from the smallest
+/// non-zero FAR, 1 / impostor pairs, down to its power of ten), trained and untrained head.
+pub fn det_svg(
+    title: &str,
+    trained: &Verification,
+    untrained: &Verification,
+) -> Result<String, ReportError> {
+    let pairs = trained.impostor_pairs.max(untrained.impostor_pairs).max(1) as f64;
+    let far_min = 10f64.powf((1.0 / pairs).log10().floor()).max(1e-9);
+    let series = verification_series(trained, untrained, |far, tar| (far, 1.0 - tar));
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (PANEL_W + 120, PANEL_H + 60)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let body = root.titled(title, ("sans-serif", 20)).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&body)
+            .caption("lower left is better", ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(58)
+            .build_cartesian_2d((far_min..1.0).log_scale(), 0.0..1.0)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("false accept rate (log)")
+            .y_desc("false reject rate")
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(plot_err)?;
+        for s in &series {
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|&(x, y)| x >= far_min && x.is_finite() && y.is_finite())
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            let style = if s.faint {
+                s.colour.mix(0.45).stroke_width(1)
+            } else {
+                s.colour.stroke_width(2)
+            };
+            chart
+                .draw_series(LineSeries::new(pts, style))
+                .map_err(plot_err)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
     }
     finish(svg)
