@@ -34,14 +34,17 @@
 //!
 //! # Exact and histogram paths, memory
 //!
-//! Genuine pairs are few (`Σ class size² / 2`) and always kept as exact f64 scores
-//! ([`crate::knn::exact_score`]), 8 bytes each. Impostor pairs are kept exactly the same way
-//! while the total number of pairs is at most [`VerificationConfig::exact_max_pairs`]
-//! (default 2²¹). Beyond that (60k SOP items hold 1.8·10⁹ pairs) the Gram matrix is streamed in
-//! f32 GEMM tiles of `block_rows²` scores and each impostor score is counted in one of
-//! [`VerificationConfig::bins`] (default 2²⁰) equal bins over the score range (cosine
-//! `[−1, 1]`; dot `[−M², M²]`; squared Euclidean `[−4M², 0]`, `M` the largest row norm):
-//! memory is `threads × bins × 8` bytes plus the tiles, independent of the pair count.
+//! Genuine pairs are usually few (`Σ class size² / 2`) and are kept as exact f64 scores
+//! ([`crate::knn::exact_score`]), 8 bytes each, up to
+//! [`VerificationConfig::exact_max_genuine`] (default 2²³) of them. Impostor pairs are kept
+//! exactly the same way while the total number of pairs is at most
+//! [`VerificationConfig::exact_max_pairs`] (default 2²¹). Beyond that (60k SOP items hold
+//! 1.8·10⁹ pairs) the Gram matrix is streamed in f32 GEMM tiles of `block_rows²` scores and each
+//! impostor score is counted in one of [`VerificationConfig::bins`] (default 2²⁰) equal bins over
+//! the score range (cosine `[−1, 1]`; dot `[−M², M²]`; squared Euclidean `[−4M², 0]`, `M` the
+//! largest row norm), and so are the genuine scores when there are more than
+//! `exact_max_genuine` of them (a few huge classes): memory is `threads × bins × 8` bytes (twice
+//! that with genuine bins) plus the tiles, independent of the pair count.
 //!
 //! **Resolution of the histogram path.** Each impostor score is rounded *up* to the upper edge
 //! of its bin and the exact algorithm runs on those values. Rounding up never lowers a score,
@@ -52,7 +55,9 @@
 //! impostor pairs whose scores differ by less than `w`. On top of `w`, the f32 GEMM score of an
 //! impostor differs from the f64 one by at most `(2d + 16)·2⁻²⁴` (cosine; scaled by the norms
 //! otherwise), about 10⁻⁷ in practice. `w` is reported as `impostor_bin_width` (cosine:
-//! 1.9·10⁻⁶); `None` means the exact path.
+//! 1.9·10⁻⁶); `None` means the exact path. Binned genuine scores are rounded *down* to the
+//! lower edge of their bin (`genuine_bin_width`), so TAR is never overstated either:
+//! `TAR(t + w) ≤ TAR_hist(t) ≤ TAR(t)`, and the bounds above widen to `2w`.
 //!
 //! # Open-set calibration ([`calibrate`])
 //!
@@ -85,6 +90,9 @@ pub struct VerificationConfig {
     /// Largest number of pairs whose impostor scores are all kept exactly (default 2²¹:
     /// about 2,000 items leave-one-out); more pairs use the histogram path.
     pub exact_max_pairs: u64,
+    /// Largest number of genuine pairs kept exactly on the histogram path (default 2²³,
+    /// 64 MiB); more are binned too.
+    pub exact_max_genuine: u64,
     /// Bins of the impostor histogram (default 2²⁰).
     pub bins: usize,
     /// Rows per GEMM tile of the histogram path (default 1024).
@@ -101,6 +109,7 @@ impl Default for VerificationConfig {
             similarity: Similarity::Cosine,
             far_targets: FAR_TARGETS.to_vec(),
             exact_max_pairs: 1 << 21,
+            exact_max_genuine: 1 << 23,
             bins: 1 << 20,
             block_rows: 1024,
             curve_step: 1e-3,
@@ -173,8 +182,10 @@ pub struct Verification {
     pub genuine_pairs: u64,
     /// Different-class pairs.
     pub impostor_pairs: u64,
-    /// Width of the impostor histogram bins; `None`: every score exact.
+    /// Width of the impostor histogram bins; `None`: every impostor score exact.
     pub impostor_bin_width: Option<f64>,
+    /// Width of the genuine histogram bins; `None`: every genuine score exact.
+    pub genuine_bin_width: Option<f64>,
     /// One row per FAR target, in the order given.
     pub tar_at_far: Vec<TarAtFar>,
     /// Equal error rate (interpolated, see the module docs).
@@ -224,9 +235,10 @@ impl Verification {
                 PairSet::QueryGallery => "query × gallery",
                 PairSet::Given => "given scores",
             },
-            match self.impostor_bin_width {
-                None => "exact".to_string(),
-                Some(w) => format!("impostor scores binned, width {w:.2e}"),
+            match (self.impostor_bin_width, self.genuine_bin_width) {
+                (None, _) => "exact".to_string(),
+                (Some(w), None) => format!("impostor scores binned, width {w:.2e}"),
+                (Some(w), Some(_)) => format!("all scores binned, width {w:.2e}"),
             },
             self.similarity.name()
         );
@@ -300,7 +312,7 @@ pub fn verification_from_scores(
     g.sort_by(f64::total_cmp);
     let mut i = impostor.to_vec();
     i.sort_by(f64::total_cmp);
-    analyse(g, atoms(&i), None, PairSet::Given, cfg)
+    analyse(atoms(&g), atoms(&i), (None, None), PairSet::Given, cfg)
 }
 
 /// Distinct values of ascending `v` with their multiplicities.
@@ -324,15 +336,16 @@ fn next_above(x: f64) -> f64 {
     f64::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
 }
 
-/// Every summary of the sorted genuine scores and the ascending impostor atoms.
+/// Every summary of the ascending genuine and impostor atoms (distinct value, count);
+/// `bin_widths` is `(impostor, genuine)`.
 fn analyse(
-    genuine: Vec<f64>,
+    genuine: Vec<(f64, u64)>,
     imp: Vec<(f64, u64)>,
-    bin_width: Option<f64>,
+    bin_widths: (Option<f64>, Option<f64>),
     pairs: PairSet,
     cfg: &VerificationConfig,
 ) -> Result<Verification, EvalError> {
-    let g_n = genuine.len() as u64;
+    let g_n: u64 = genuine.iter().map(|a| a.1).sum();
     let i_n: u64 = imp.iter().map(|a| a.1).sum();
     if g_n == 0 {
         return Err(EvalError::Invalid(
@@ -360,7 +373,7 @@ fn analyse(
             m -= 1;
         }
         let row = if m >= i_n {
-            let lowest = genuine[0].min(imp[0].0);
+            let lowest = genuine[0].0.min(imp[0].0);
             TarAtFar {
                 far_target: f,
                 tar: 1.0,
@@ -377,18 +390,19 @@ fn analyse(
                 }
                 above += c;
             }
-            let first_g = genuine.partition_point(|&x| x <= v);
+            let first_g = genuine.partition_point(|a| a.0 <= v);
             let threshold = genuine
                 .get(first_g)
-                .copied()
+                .map(|a| a.0)
                 .unwrap_or_else(|| next_above(v));
+            let accepted_gen: u64 = genuine[first_g..].iter().map(|a| a.1).sum();
             let accepted_imp: u64 = imp[imp.partition_point(|a| a.0 < threshold)..]
                 .iter()
                 .map(|a| a.1)
                 .sum();
             TarAtFar {
                 far_target: f,
-                tar: (g_n - first_g as u64) as f64 / gf,
+                tar: accepted_gen as f64 / gf,
                 far: accepted_imp as f64 / i_f,
                 threshold,
             }
@@ -400,13 +414,7 @@ fn analyse(
     let mut auc_sum = 0.0f64;
     {
         let (mut k, mut below) = (0usize, 0u64);
-        let mut run = 0usize;
-        while run < genuine.len() {
-            let g = genuine[run];
-            let mut end = run;
-            while end < genuine.len() && genuine[end] == g {
-                end += 1;
-            }
+        for &(g, count) in &genuine {
             while k < imp.len() && imp[k].0 < g {
                 below += imp[k].1;
                 k += 1;
@@ -416,8 +424,7 @@ fn analyse(
             } else {
                 0
             };
-            auc_sum += (end - run) as f64 * (below as f64 + 0.5 * equal as f64);
-            run = end;
+            auc_sum += count as f64 * (below as f64 + 0.5 * equal as f64);
         }
     }
     let roc_auc = auc_sum / (gf * i_f);
@@ -433,8 +440,8 @@ fn analyse(
     let step = cfg.curve_step;
     while gi < genuine.len() || ii < imp.len() {
         let t = match (genuine.get(gi), imp.get(ii)) {
-            (Some(&g), Some(&(x, _))) => g.min(x),
-            (Some(&g), None) => g,
+            (Some(&(g, _)), Some(&(x, _))) => g.min(x),
+            (Some(&(g, _)), None) => g,
             (None, Some(&(x, _))) => x,
             (None, None) => unreachable!("loop condition"),
         };
@@ -468,9 +475,9 @@ fn analyse(
         } else {
             pending = Some(p);
         }
-        while gi < genuine.len() && genuine[gi] == t {
+        if gi < genuine.len() && genuine[gi].0 == t {
+            g_below += genuine[gi].1;
             gi += 1;
-            g_below += 1;
         }
         if ii < imp.len() && imp[ii].0 == t {
             i_below += imp[ii].1;
@@ -501,7 +508,8 @@ fn analyse(
         similarity: cfg.similarity,
         genuine_pairs: g_n,
         impostor_pairs: i_n,
-        impostor_bin_width: bin_width,
+        impostor_bin_width: bin_widths.0,
+        genuine_bin_width: bin_widths.1,
         tar_at_far,
         eer,
         eer_threshold,
@@ -564,34 +572,52 @@ pub fn verify(
     };
     let (gm, gl) = gallery.unwrap_or((queries, query_labels));
 
-    // Genuine pairs, exactly: rows grouped by class.
+    // Rows grouped by class; the genuine count follows from the class sizes.
     let mut members: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for (j, &l) in gl.iter().enumerate() {
         members.entry(l).or_default().push(j);
     }
-    let mut genuine: Vec<f64> = (0..queries.rows())
-        .into_par_iter()
-        .flat_map_iter(|q| {
-            let same = members.get(&query_labels[q]).map_or(&[][..], Vec::as_slice);
-            let start = if gallery.is_none() {
-                same.partition_point(|&j| j <= q)
-            } else {
-                0
-            };
-            same[start..]
-                .iter()
-                .map(move |&j| exact_score(sim, queries.row(q), gm.row(j)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    genuine.sort_by(f64::total_cmp);
-    let n_genuine = genuine.len() as u64;
-    if n_genuine == 0 {
-        return analyse(genuine, Vec::new(), None, pairs, cfg);
+    let n_genuine: u64 = match gallery {
+        None => members
+            .values()
+            .map(|m| m.len() as u64 * (m.len() as u64 - 1) / 2)
+            .sum(),
+        Some(_) => query_labels
+            .iter()
+            .map(|l| members.get(l).map_or(0, |m| m.len() as u64))
+            .sum(),
+    };
+    if n_genuine == 0 || n_genuine == total {
+        // analyse names what is missing.
+        let g = if n_genuine == 0 {
+            vec![]
+        } else {
+            vec![(0.0, 1)]
+        };
+        return analyse(g, Vec::new(), (None, None), pairs, cfg);
     }
-    if n_genuine == total {
-        return analyse(genuine, Vec::new(), None, pairs, cfg);
-    }
+    let exact_genuine = total <= cfg.exact_max_pairs || n_genuine <= cfg.exact_max_genuine;
+    let genuine = if exact_genuine {
+        let mut genuine: Vec<f64> = (0..queries.rows())
+            .into_par_iter()
+            .flat_map_iter(|q| {
+                let same = members.get(&query_labels[q]).map_or(&[][..], Vec::as_slice);
+                let start = if gallery.is_none() {
+                    same.partition_point(|&j| j <= q)
+                } else {
+                    0
+                };
+                same[start..]
+                    .iter()
+                    .map(move |&j| exact_score(sim, queries.row(q), gm.row(j)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        genuine.sort_by(f64::total_cmp);
+        atoms(&genuine)
+    } else {
+        Vec::new()
+    };
 
     if total <= cfg.exact_max_pairs {
         let mut imp: Vec<f64> = (0..queries.rows())
@@ -606,24 +632,39 @@ pub fn verify(
             })
             .collect();
         imp.sort_by(f64::total_cmp);
-        return analyse(genuine, atoms(&imp), None, pairs, cfg);
+        return analyse(genuine, atoms(&imp), (None, None), pairs, cfg);
     }
 
-    let (counts, lo, w) = impostor_histogram(queries, query_labels, gallery, cfg)?;
+    let h = histograms(queries, query_labels, gallery, cfg, !exact_genuine)?;
+    let bins = h.impostor.len();
+    let (lo, w) = (h.lo, h.width);
     let hi_edge = |b: usize| {
-        if b + 1 == counts.len() {
-            lo + w * counts.len() as f64
+        if b + 1 == bins {
+            lo + w * bins as f64
         } else {
             lo + w * (b + 1) as f64
         }
     };
-    let imp: Vec<(f64, u64)> = counts
+    // Impostors rounded up, genuine scores rounded down: neither rate is overstated.
+    let imp: Vec<(f64, u64)> = h
+        .impostor
         .iter()
         .enumerate()
         .filter(|(_, &c)| c > 0)
         .map(|(b, &c)| (hi_edge(b), c))
         .collect();
-    analyse(genuine, imp, Some(w), pairs, cfg)
+    let (genuine, gw) = match h.genuine {
+        None => (genuine, None),
+        Some(g) => (
+            g.iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(b, &c)| (lo + w * b as f64, c))
+                .collect(),
+            Some(w),
+        ),
+    };
+    analyse(genuine, imp, (Some(w), gw), pairs, cfg)
 }
 
 /// Per-row f32 copies ready for the GEMM (unit rows for cosine; a zero row stays zero) and
@@ -645,13 +686,23 @@ fn prepared(m: &Matrix, sim: Similarity) -> (Vec<f32>, Vec<f32>, f64) {
     (data, sq, max_norm)
 }
 
-/// Counts of the impostor scores (f32 GEMM) in `cfg.bins` bins: `(counts, lo, width)`.
-fn impostor_histogram(
+/// Binned pair scores (f32 GEMM): bin `b` covers `[lo + b·width, lo + (b+1)·width)`.
+struct Histograms {
+    impostor: Vec<u64>,
+    /// Genuine counts, when asked for.
+    genuine: Option<Vec<u64>>,
+    lo: f64,
+    width: f64,
+}
+
+/// Counts of the impostor (and, with `genuine`, the genuine) scores in `cfg.bins` bins.
+fn histograms(
     queries: &Matrix,
     query_labels: &[i64],
     gallery: Option<(&Matrix, &[i64])>,
     cfg: &VerificationConfig,
-) -> Result<(Vec<u64>, f64, f64), EvalError> {
+    genuine: bool,
+) -> Result<Histograms, EvalError> {
     let sim = cfg.similarity;
     let d = queries.cols();
     let (qd, qsq, qmax) = prepared(queries, sim);
@@ -691,10 +742,11 @@ fn impostor_histogram(
     }
     let threads = rayon::current_num_threads().max(1);
     let chunk = tiles.len().div_ceil(threads).max(1);
-    let parts: Vec<Vec<u64>> = tiles
+    let parts: Vec<(Vec<u64>, Vec<u64>)> = tiles
         .par_chunks(chunk)
         .map(|part| {
             let mut counts = vec![0u64; bins];
+            let mut gcounts = vec![0u64; if genuine { bins } else { 0 }];
             let mut buf = vec![0f32; b * b];
             for &(i0, j0) in part {
                 let (mi, mj) = ((nq - i0).min(b), (ng - j0).min(b));
@@ -711,7 +763,8 @@ fn impostor_histogram(
                     let c0 = if loo && i0 == j0 { r + 1 } else { 0 };
                     for c in c0..mj {
                         let gj = j0 + c;
-                        if gl[gj] == lq {
+                        let same = gl[gj] == lq;
+                        if same && !genuine {
                             continue;
                         }
                         let dot = out[r * mj + c] as f64;
@@ -725,20 +778,33 @@ fn impostor_histogram(
                         } else {
                             (k as usize).min(bins - 1)
                         };
-                        counts[k] += 1;
+                        if same {
+                            gcounts[k] += 1;
+                        } else {
+                            counts[k] += 1;
+                        }
                     }
                 }
             }
-            counts
+            (counts, gcounts)
         })
         .collect();
     let mut counts = vec![0u64; bins];
-    for p in parts {
+    let mut gcounts = vec![0u64; if genuine { bins } else { 0 }];
+    for (p, g) in parts {
         for (a, x) in counts.iter_mut().zip(p) {
             *a += x;
         }
+        for (a, x) in gcounts.iter_mut().zip(g) {
+            *a += x;
+        }
     }
-    Ok((counts, lo, w))
+    Ok(Histograms {
+        impostor: counts,
+        genuine: genuine.then_some(gcounts),
+        lo,
+        width: w,
+    })
 }
 
 /// `out (m × n, row-major) = A · Bᵀ` with `A` `m × d` and `B` `n × d` row-major; `dims` is

@@ -420,19 +420,23 @@ fn query_gallery_exact_path_equals_brute_force() {
     assert!((v.roc_auc - r.auc()).abs() < 1e-12);
 }
 
-/// Histogram path (forced with `exact_max_pairs = 0`) against the exact reference, within the
-/// module's stated resolution: bin width `w` plus the f32 GEMM error (`eps`, generous here).
+/// Histogram path (forced with `exact_max_pairs = 0`, and with `exact_max_genuine = 0` for
+/// binned genuine scores too) against the exact reference, within the module's stated
+/// resolution: bin width `w` (2w with both binned) plus the f32 GEMM error (`eps`, generous).
 #[test]
 fn histogram_path_within_its_resolution() {
     let eps = 1e-5;
     let (x, y) = clustered(300, 15, 8, 7);
     let (q, ql) = clustered(80, 15, 8, 9);
-    for (sim, bins, gallery) in [
-        (Similarity::Cosine, 1 << 20, false),
-        (Similarity::Cosine, 64, false),
-        (Similarity::SqEuclidean, 1 << 16, false),
-        (Similarity::Dot, 256, false),
-        (Similarity::Cosine, 512, true),
+    for (sim, bins, gallery, bin_genuine) in [
+        (Similarity::Cosine, 1 << 20, false, false),
+        (Similarity::Cosine, 64, false, false),
+        (Similarity::SqEuclidean, 1 << 16, false, false),
+        (Similarity::Dot, 256, false, false),
+        (Similarity::Cosine, 512, true, false),
+        (Similarity::Cosine, 1 << 20, false, true),
+        (Similarity::Cosine, 64, false, true),
+        (Similarity::SqEuclidean, 128, true, true),
     ] {
         let (qm, qlab, g) = if gallery {
             (&q, &ql[..], Some((&x, &y[..])))
@@ -442,12 +446,14 @@ fn histogram_path_within_its_resolution() {
         let r = Reference::new(qm, qlab, g, sim);
         let c = VerificationConfig {
             exact_max_pairs: 0,
+            exact_max_genuine: if bin_genuine { 0 } else { u64::MAX },
             bins,
             block_rows: 64,
             ..cfg(sim)
         };
         let v = verify(qm, qlab, g, &c).unwrap();
         let w = v.impostor_bin_width.expect("histogram path");
+        assert_eq!(v.genuine_bin_width, bin_genuine.then_some(w));
         let span = match sim {
             Similarity::Cosine => 2.0,
             _ => {
@@ -458,7 +464,8 @@ fn histogram_path_within_its_resolution() {
             }
         };
         assert!((w - span / bins as f64).abs() <= 1e-12 * span);
-        let tol = w + eps * span;
+        // Binned genuine scores move down by up to w more.
+        let tol = if bin_genuine { 2.0 * w } else { w } + eps * span;
         assert_eq!(v.genuine_pairs as usize, r.genuine.len());
         assert_eq!(v.impostor_pairs as usize, r.impostor.len());
         let (gn, inn) = (r.genuine.len() as f64, r.impostor.len() as f64);
@@ -470,6 +477,8 @@ fn histogram_path_within_its_resolution() {
             // genuine scores within eps of that threshold.
             assert!(r.far(row.threshold + eps * span) <= row.far_target);
             assert!(row.far <= row.far_target);
+            // Nor is TAR overstated: the genuine scores at or above the threshold (up to eps).
+            assert!(row.tar <= r.tar(row.threshold - eps * span));
             let band = r.genuine_within(v_exact, tol) as f64 / gn;
             assert!(
                 (row.tar - tar).abs() <= band,
@@ -478,7 +487,7 @@ fn histogram_path_within_its_resolution() {
                 row.tar
             );
             if band == 0.0 {
-                assert_eq!(row.tar, tar);
+                assert_eq!(row.tar, tar, "{sim:?} bins {bins}");
             }
         }
         let e = r.eer();
