@@ -53,8 +53,8 @@
 //! by at most the share of genuine scores within `w` above the exact threshold, the EER
 //! threshold moves by at most `w`, and the AUC changes by at most the share of genuine ×
 //! impostor pairs whose scores differ by less than `w`. On top of `w`, the f32 GEMM score of an
-//! impostor differs from the f64 one by at most `(2d + 16)·2⁻²⁴` (cosine; scaled by the norms
-//! otherwise), about 10⁻⁷ in practice. `w` is reported as `impostor_bin_width` (cosine:
+//! impostor differs from the f64 one by at most `2(2d + 16)·2⁻²⁴` (the bound [`mod@crate::knn`]'s
+//! filter uses; cosine, scaled by the norms otherwise), about 10⁻⁷ in practice. `w` is reported as `impostor_bin_width` (cosine:
 //! 1.9·10⁻⁶); `None` means the exact path. Binned genuine scores are rounded *down* to the
 //! lower edge of their bin (`genuine_bin_width`), so TAR is never overstated either:
 //! `TAR(t + w) ≤ TAR_hist(t) ≤ TAR(t)`, and the bounds above widen to `2w`.
