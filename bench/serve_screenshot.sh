@@ -10,7 +10,7 @@ ID="${1:-1112}"
 PORT="${2:-18080}"
 BIN="$ROOT/target/release/simlearn"
 W="$(mktemp -d)"
-trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$W"' EXIT
+trap '[ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null; rm -rf "$W"' EXIT
 cd "$ROOT"
 sed -e 's/^max_batches = 40/max_batches = 20/' -e 's/^epochs = 2/epochs = 1/' \
     -e 's/^eval_every = 2/eval_every = 1/' -e 's/^val_root.*$//' \

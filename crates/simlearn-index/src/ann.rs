@@ -50,10 +50,29 @@ impl HnswParams {
 }
 
 /// An HNSW graph over the rows of a vector matrix; row `i` has key `i`.
+///
+/// usearch keeps one search context per thread it was sized for and fails a call that finds
+/// none free; a service runs searches on many more threads than that (tokio's blocking pool).
+/// So every call into the graph first takes one of [`Graph::contexts`] slots, waiting when all
+/// are taken: concurrent callers queue instead of failing.
 pub struct Graph {
     inner: usearch::Index,
     /// Cosine graphs see unit vectors.
     normalise: bool,
+    /// Free usearch thread contexts.
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    contexts: usize,
+}
+
+/// Holds one usearch thread context for the duration of a call.
+struct Slot<'a>(&'a Graph);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 fn options(dim: usize, similarity: Similarity, storage: Storage, p: &HnswParams) -> IndexOptions {
@@ -94,9 +113,19 @@ impl Graph {
     ) -> Result<Self, IndexError> {
         params.validate()?;
         let inner = usearch::Index::new(&options(dim, similarity, storage, params)).map_err(ffi)?;
+        // As many contexts as threads can compute at once here (rayon's pool or the CPUs).
+        let contexts = rayon::current_num_threads()
+            .max(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        inner
+            .reserve_capacity_and_threads(0, contexts)
+            .map_err(ffi)?;
         Ok(Self {
             inner,
             normalise: similarity == Similarity::Cosine,
+            free: std::sync::Mutex::new(contexts),
+            freed: std::sync::Condvar::new(),
+            contexts,
         })
     }
 
@@ -115,6 +144,21 @@ impl Graph {
         }
         let inv = (1.0 / norm) as f32;
         std::borrow::Cow::Owned(v.iter().map(|&x| x * inv).collect())
+    }
+
+    /// Waits for a free usearch thread context.
+    fn slot(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+
+    /// Calls into usearch that may run at once.
+    pub fn contexts(&self) -> usize {
+        self.contexts
     }
 
     /// Rows in the graph.
@@ -137,10 +181,11 @@ impl Graph {
     ) -> Result<(), IndexError> {
         let n = vectors.rows();
         self.inner
-            .reserve_capacity_and_threads(first + n, rayon::current_num_threads().max(1))
+            .reserve_capacity_and_threads(first + n, self.contexts)
             .map_err(ffi)?;
         let done = std::sync::atomic::AtomicUsize::new(0);
         (0..n).into_par_iter().try_for_each(|i| {
+            let _slot = self.slot();
             self.inner
                 .add((first + i) as u64, &self.unit(vectors.row(i)))
                 .map_err(ffi)?;
@@ -155,6 +200,7 @@ impl Graph {
     /// Up to `count` candidate positions for `query`, nearest first by the graph's metric.
     /// The candidate list is `max(ef_search, count)` long (usearch's rule).
     pub fn candidates(&self, query: &[f32], count: usize) -> Result<Vec<usize>, IndexError> {
+        let _slot = self.slot();
         let m = self
             .inner
             .search(&self.unit(query), count.min(self.len()))
@@ -184,6 +230,10 @@ impl Graph {
     ) -> Result<Self, IndexError> {
         let g = Self::new(dim, similarity, storage, params)?;
         g.inner.load_from_buffer(bytes).map_err(ffi)?;
+        // Loading sizes the contexts from the file; size them for this machine again.
+        g.inner
+            .reserve_capacity_and_threads(g.inner.size(), g.contexts)
+            .map_err(ffi)?;
         // load restores the options stored in the file; the manifest's ef_search wins.
         g.set_ef(params.ef_search);
         Ok(g)

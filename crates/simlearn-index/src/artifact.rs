@@ -12,6 +12,7 @@ use simlearn_eval::knn::exact_score;
 use simlearn_eval::{knn, KnnConfig, Matrix, Similarity};
 
 use crate::ann::{Graph, HnswParams};
+use crate::scan::{scan, RowAux, SCAN_MAX_QUERIES};
 use crate::{file_err, IndexError};
 
 /// The `format` field of every manifest.
@@ -174,6 +175,8 @@ pub struct Index {
     /// Model files (name under `model/`, content), carried along by `save`.
     model_files: Vec<(String, Vec<u8>)>,
     dir: Option<PathBuf>,
+    /// Row factors of the few-query exact scan, made on its first use (reset by `add`).
+    scan_aux: std::sync::OnceLock<RowAux>,
 }
 
 fn check_rows(vectors: &Matrix, what: &str) -> Result<(), IndexError> {
@@ -269,6 +272,7 @@ impl Index {
             graph,
             model_files: Vec::new(),
             dir: None,
+            scan_aux: std::sync::OnceLock::new(),
         })
     }
 
@@ -311,6 +315,7 @@ impl Index {
             p.extend(new.iter().cloned());
         }
         self.manifest.count = first + n;
+        self.scan_aux = std::sync::OnceLock::new();
         Ok(())
     }
 
@@ -510,6 +515,15 @@ impl Index {
     ) -> Result<Vec<Vec<Hit>>, IndexError> {
         let want = k + usize::from(exclude.is_some());
         let rows: Vec<Vec<(usize, f32)>> = match &self.graph {
+            None if queries.rows() <= SCAN_MAX_QUERIES => {
+                let sim = self.manifest.similarity;
+                let aux = self
+                    .scan_aux
+                    .get_or_init(|| RowAux::new(&self.vectors, sim));
+                (0..queries.rows())
+                    .map(|q| scan(&self.vectors, aux, sim, queries.row(q), want, None))
+                    .collect()
+            }
             None => {
                 let cfg = KnnConfig {
                     k: want,
@@ -849,6 +863,7 @@ impl Index {
             graph,
             model_files,
             dir: Some(dir.to_path_buf()),
+            scan_aux: std::sync::OnceLock::new(),
         })
     }
 }

@@ -37,6 +37,7 @@
 
 pub mod ann;
 pub mod artifact;
+pub mod scan;
 pub mod serve;
 
 pub use ann::HnswParams;

@@ -396,3 +396,106 @@ fn hnsw_recall_against_exact() {
     };
     assert!(Index::build(m, None, None, &bad, &noop).is_err());
 }
+
+/// Far more concurrent callers than usearch has thread contexts (a service's blocking pool):
+/// every search succeeds and equals the same search made alone. Before the graph queued its
+/// callers, searches that found no free context failed.
+#[test]
+fn concurrent_hnsw_searches_from_many_threads_all_succeed() {
+    let (n, d) = (2000, 16);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BuildOptions {
+        kind: Kind::Hnsw,
+        ..BuildOptions::default()
+    };
+    let mut built = Index::build(
+        Matrix::new(n, d, lcg(41, n * d)).unwrap(),
+        None,
+        None,
+        &opts,
+        &noop,
+    )
+    .unwrap();
+    built.save(dir.path()).unwrap();
+    // Loaded, as `simlearn serve` has it.
+    let index = Index::load(dir.path()).unwrap();
+    let q = Matrix::new(64, d, lcg(42, 64 * d)).unwrap();
+    let alone = index.search(&q, 10).unwrap();
+    let threads = 48;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (index, q) = (&index, &q);
+                s.spawn(move || {
+                    (0..q.rows())
+                        .map(|r| {
+                            let row = (r + t) % q.rows();
+                            let one = Matrix::new(1, d, q.row(row).to_vec()).unwrap();
+                            (row, index.search(&one, 10))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (row, got) in h.join().unwrap() {
+                let got = got.expect("a concurrent search failed");
+                assert_eq!(got[0], alone[row]);
+            }
+        }
+    });
+}
+
+/// The few-query scan (≤ `SCAN_MAX_QUERIES` queries) and the batch engine (more) give the same
+/// neighbours, equal to brute force: for every similarity, on tied rows with duplicates and a
+/// zero row, and on a random gallery larger than one scan chunk, with and without `search_id`'s
+/// exclusion.
+#[test]
+fn scan_and_batch_engine_agree_with_brute_force() {
+    use simlearn_index::scan::SCAN_MAX_QUERIES;
+    let random = Matrix::new(9000, 20, lcg(51, 9000 * 20)).unwrap();
+    for g in [tied_rows(), random] {
+        let d = g.cols();
+        let nq = SCAN_MAX_QUERIES + 4;
+        // Queries: the first rows (exact duplicates of gallery rows), then random ones.
+        let mut qd: Vec<f32> = g.data()[..4 * d].to_vec();
+        qd.extend(lcg(52, (nq - 4) * d));
+        let q = Matrix::new(nq, d, qd).unwrap();
+        for sim in [Similarity::Cosine, Similarity::Dot, Similarity::SqEuclidean] {
+            let opts = BuildOptions {
+                similarity: sim,
+                ..BuildOptions::default()
+            };
+            let index = Index::build(g.clone(), None, None, &opts, &noop).unwrap();
+            let k = 7;
+            let batch = index.search(&q, k).unwrap();
+            for (r, batch_r) in batch.iter().enumerate() {
+                let one = Matrix::new(1, d, q.row(r).to_vec()).unwrap();
+                let scanned = &index.search(&one, k).unwrap()[0];
+                let want = brute(&g, q.row(r), sim, k, None);
+                let ids =
+                    |h: &[simlearn_index::Hit]| h.iter().map(|x| x.id as usize).collect::<Vec<_>>();
+                let want_ids: Vec<usize> = want.iter().map(|x| x.0).collect();
+                assert_eq!(ids(scanned), want_ids, "{sim:?} query {r}: scan");
+                assert_eq!(ids(batch_r), want_ids, "{sim:?} query {r}: batch");
+                for (h, w) in scanned.iter().zip(&want) {
+                    assert!(
+                        (h.score - w.1).abs() <= 1e-5 * w.1.abs().max(1.0),
+                        "{sim:?}"
+                    );
+                }
+            }
+            // search_id leaves the item out (its duplicates stay).
+            let by_id = index.search_id(3, k).unwrap();
+            let want: Vec<usize> = brute(&g, g.row(3), sim, k, Some(3))
+                .iter()
+                .map(|x| x.0)
+                .collect();
+            assert_eq!(
+                by_id.iter().map(|x| x.id as usize).collect::<Vec<_>>(),
+                want,
+                "{sim:?} id 3"
+            );
+        }
+    }
+}
