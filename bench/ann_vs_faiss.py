@@ -30,7 +30,12 @@ DATA = Path(os.environ.get("ANN_DATA", "/work/data/bench/ann"))
 SOP = Path(os.environ.get("SOP_DATA", "/work/data/bench")) / "sop_embeddings.npy"
 K = 10
 QUERIES = 1000
-PARAMS = {"m": 32, "ef_construction": 200, "ef_search": [16, 32, 64, 128, 256]}
+PARAMS = {"m": 32, "ef_construction": 200, "ef_search": [16, 32, 64, 128, 256, 512, 1024]}
+# ANN_EF=64,2048 overrides the efSearch sweep, ANN_M / ANN_EFC the graph.
+if os.environ.get("ANN_EF"):
+    PARAMS["ef_search"] = [int(x) for x in os.environ["ANN_EF"].split(",")]
+PARAMS["m"] = int(os.environ.get("ANN_M", PARAMS["m"]))
+PARAMS["ef_construction"] = int(os.environ.get("ANN_EFC", PARAMS["ef_construction"]))
 
 
 def unit(x):
