@@ -53,12 +53,13 @@ pub struct Args {
     /// GeM power (with --pooling gem).
     #[arg(long, default_value_t = 3.0)]
     gem_p: f64,
-    /// Resize of the shorter side before the centre crop.
-    #[arg(long, default_value_t = 256)]
-    resize: u32,
-    /// Centre-crop size (the network input).
-    #[arg(long, default_value_t = 224)]
-    crop: u32,
+    /// Resize of the shorter side before the centre crop (default 256; with --run, the run's
+    /// images.resize, as `index build --run` and image queries use it).
+    #[arg(long)]
+    resize: Option<u32>,
+    /// Centre-crop size, the network input (default 224; with --run, the run's images.crop).
+    #[arg(long)]
+    crop: Option<u32>,
     /// Normalisation (default: what the weights were trained with).
     #[arg(long, value_enum)]
     normalize: Option<NormArg>,
@@ -247,9 +248,20 @@ pub fn run(args: Args) -> Result<()> {
         PoolingArg::AvgMax => Pooling::AvgMax,
         PoolingArg::Gem => Pooling::Gem { p: args.gem_p },
     };
+    let (mut resize, mut crop) = (256, 224);
     let (backbone, head, default_norm) = match &args.run {
         Some(dir) => {
             let (b, h, n) = load_run(dir, &device)?;
+            // The run's evaluation preprocessing, so these vectors match an index built from
+            // the same run (`index build --run`) and its image queries.
+            let cfg_path = dir.join("config.toml");
+            let text = std::fs::read_to_string(&cfg_path)
+                .with_context(|| format!("{}: cannot read", cfg_path.display()))?;
+            let images = TrainConfig::from_toml(&text)
+                .with_context(|| cfg_path.display().to_string())?
+                .images
+                .unwrap_or_default();
+            (resize, crop) = (images.resize, images.crop);
             (b, Some(h), n)
         }
         None => {
@@ -272,17 +284,18 @@ pub fn run(args: Args) -> Result<()> {
             NormArg::Half => NormalizeName::Half,
         })
     });
+    let (resize, crop) = (args.resize.unwrap_or(resize), args.crop.unwrap_or(crop));
     let section = ImagesSection {
         layout: ImageLayout::Folder,
-        resize: args.resize,
-        crop: args.crop,
+        resize,
+        crop,
         threads: args.threads,
         skip_bad: args.skip_bad,
         ..ImagesSection::default()
     };
     let pipeline = Pipeline {
         normalize,
-        ..Pipeline::eval(args.resize, args.crop)
+        ..Pipeline::eval(resize, crop)
     };
     let n = dataset.len();
     let paths = dataset.paths.clone();

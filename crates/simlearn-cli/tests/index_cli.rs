@@ -527,6 +527,24 @@ seed = 3
     assert_eq!(s["items"], 32);
     assert_eq!(s["dim"], 16);
     assert!(idx.join("model/config.toml").is_file());
+    // `simlearn embed --run` defaults to the run's preprocessing (images.resize 36 / crop 32
+    // here, not embed's own 256 / 224), so its vectors are the index's, bit for bit.
+    let emb = d.join("emb.npy");
+    ok(&simlearn(&[
+        &"embed",
+        &"--run",
+        &run,
+        &"--images",
+        &root,
+        &"--out",
+        &emb,
+        &"--json",
+    ]));
+    let a = simlearn_eval::io::read_embeddings(&emb, None).unwrap();
+    let b = simlearn_eval::io::read_embeddings(&idx.join("vectors.npy"), None).unwrap();
+    assert_eq!(a.rows(), 32);
+    let bits = |m: &Matrix| m.data().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b));
     // An indexed image is its own nearest neighbour through the attached model.
     let q = root.join("class03/2.png");
     let r = json_ok(&simlearn(&[
