@@ -189,11 +189,18 @@ fn load_dataset(args: &Args) -> Result<ImageDataset> {
     })
 }
 
-/// The backbone, head and pipeline normalisation of a fine-tuned image run folder.
-pub(crate) fn load_run(
-    dir: &Path,
-    device: &Device,
-) -> Result<(simlearn::models::Backbone, EmbeddingHead, Normalize)> {
+/// A fine-tuned image run folder, loaded.
+pub(crate) struct LoadedRun {
+    pub backbone: simlearn::models::Backbone,
+    pub head: EmbeddingHead,
+    /// The pipeline normalisation the run trained with.
+    pub normalize: Normalize,
+    /// The run's `[images]` section (its evaluation resize / crop).
+    pub images: ImagesSection,
+}
+
+/// Loads the backbone, head and preprocessing of a fine-tuned image run folder.
+pub(crate) fn load_run(dir: &Path, device: &Device) -> Result<LoadedRun> {
     let cfg_path = dir.join("config.toml");
     let text = std::fs::read_to_string(&cfg_path)
         .with_context(|| format!("{}: cannot read", cfg_path.display()))?;
@@ -222,12 +229,17 @@ pub(crate) fn load_run(
         .map_err(anyhow::Error::msg)?;
     let (tensors, _) = load_safetensors(&dir.join(format!("{which}.safetensors")))?;
     let head = load_module(head, &tensors, "head.")?;
-    let norm = cfg
-        .images
-        .and_then(|i| i.normalize)
+    let images = cfg.images.unwrap_or_default();
+    let normalize = images
+        .normalize
         .map(Normalize::from)
         .unwrap_or_else(|| bcfg.arch.normalize());
-    Ok((backbone, head, norm))
+    Ok(LoadedRun {
+        backbone,
+        head,
+        normalize,
+        images,
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -251,18 +263,11 @@ pub fn run(args: Args) -> Result<()> {
     let (mut resize, mut crop) = (256, 224);
     let (backbone, head, default_norm) = match &args.run {
         Some(dir) => {
-            let (b, h, n) = load_run(dir, &device)?;
+            let run = load_run(dir, &device)?;
             // The run's evaluation preprocessing, so these vectors match an index built from
             // the same run (`index build --run`) and its image queries.
-            let cfg_path = dir.join("config.toml");
-            let text = std::fs::read_to_string(&cfg_path)
-                .with_context(|| format!("{}: cannot read", cfg_path.display()))?;
-            let images = TrainConfig::from_toml(&text)
-                .with_context(|| cfg_path.display().to_string())?
-                .images
-                .unwrap_or_default();
-            (resize, crop) = (images.resize, images.crop);
-            (b, Some(h), n)
+            (resize, crop) = (run.images.resize, run.images.crop);
+            (run.backbone, Some(run.head), run.normalize)
         }
         None => {
             if args.weights.is_none() && !args.random {

@@ -10,7 +10,6 @@ use simlearn::data::augment::Pipeline;
 use simlearn::data::images::ImageDataset;
 use simlearn::models::{Backbone, EmbeddingHead};
 use simlearn::train::images::embed_images;
-use simlearn::train::TrainConfig;
 use simlearn_eval::io::read_embeddings;
 use simlearn_eval::Matrix;
 use simlearn_index::{Hit, Index, Threshold};
@@ -85,22 +84,17 @@ impl RunModel {
     /// Loads a run folder (or an index's `model/` copy of one).
     pub(crate) fn load(dir: &Path) -> Result<Self> {
         let device = Device::flex();
-        let (backbone, head, normalize) = load_run(dir, &device)?;
-        let cfg_path = dir.join("config.toml");
-        let text = std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("{}: cannot read", cfg_path.display()))?;
-        let cfg = TrainConfig::from_toml(&text).with_context(|| cfg_path.display().to_string())?;
-        let images = cfg.images.unwrap_or_default();
+        let run = load_run(dir, &device)?;
         let pipeline = Pipeline {
-            normalize,
-            ..Pipeline::eval(images.resize, images.crop)
+            normalize: run.normalize,
+            ..Pipeline::eval(run.images.resize, run.images.crop)
         };
         pipeline
             .validate()
-            .with_context(|| cfg_path.display().to_string())?;
+            .with_context(|| dir.join("config.toml").display().to_string())?;
         Ok(Self {
-            backbone,
-            head,
+            backbone: run.backbone,
+            head: run.head,
             pipeline,
             device,
         })
