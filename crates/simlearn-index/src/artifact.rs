@@ -521,8 +521,13 @@ impl Index {
                     .scan_aux
                     .get_or_init(|| RowAux::new(&self.vectors, sim));
                 (0..queries.rows())
-                    .map(|q| scan(&self.vectors, aux, sim, queries.row(q), want, None))
-                    .collect()
+                    .map(|q| {
+                        self.rescore(
+                            queries.row(q),
+                            scan(&self.vectors, aux, queries.row(q), want),
+                        )
+                    })
+                    .collect::<Result<_, _>>()?
             }
             None => {
                 let cfg = KnnConfig {

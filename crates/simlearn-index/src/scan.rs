@@ -4,13 +4,12 @@
 //! and (for cosine) re-normalises gallery tiles per call, which for one query costs more than
 //! the scores themselves (about 40 ms on 59,502 × 512). A service asks one query at a time, so
 //! below [`SCAN_MAX_QUERIES`] queries the index scans instead: a f32 dot product per row
-//! against per-row factors computed once ([`RowAux`]), the best `k + SLACK` rows kept, and those
-//! re-scored with the exact f64 score and ordered (score, then row). The f32 pre-score is off by
-//! at most a few ulps of the dot product, far less than the gap `SLACK` extra rows cover, so the
-//! result equals the exact ranking, ties to the lower row included.
+//! against per-row factors computed once ([`RowAux`]), and the best `k + SLACK` rows kept as
+//! candidates, which the index re-scores exactly as it does the HNSW graph's. The f32 pre-score
+//! is off by at most a few ulps of the dot product, far less than the gap `SLACK` extra rows
+//! cover, so the result equals the exact ranking, ties to the lower row included.
 
 use rayon::prelude::*;
-use simlearn_eval::knn::exact_score;
 use simlearn_eval::{Matrix, Similarity};
 
 /// Largest query batch searched by the scan (larger ones use the blocked GEMM engine).
@@ -107,25 +106,15 @@ fn push(best: &mut Vec<(f32, usize)>, cap: usize, item: (f32, usize)) {
     best.insert(at, item);
 }
 
-/// The `k` nearest rows of `q` in `g` with exact scores, best first (ties: lower row first),
-/// leaving out row `exclude`.
-pub fn scan(
-    g: &Matrix,
-    aux: &RowAux,
-    sim: Similarity,
-    q: &[f32],
-    k: usize,
-    exclude: Option<usize>,
-) -> Vec<(usize, f32)> {
+/// The candidate rows for the `k` nearest rows of `q` in `g`: the best `k + SLACK` by the f32
+/// pre-score (larger first, then lower row), to be re-scored exactly.
+pub fn scan(g: &Matrix, aux: &RowAux, q: &[f32], k: usize) -> Vec<usize> {
     let cap = (k + SLACK).min(g.rows());
     let partial: Vec<Vec<(f32, usize)>> = (0..g.rows().div_ceil(CHUNK))
         .into_par_iter()
         .map(|c| {
             let mut best = Vec::with_capacity(cap + 1);
             for r in c * CHUNK..((c + 1) * CHUNK).min(g.rows()) {
-                if Some(r) == exclude {
-                    continue;
-                }
                 let s = dot(q, g.row(r)).mul_add(aux.scale[r], aux.shift[r]);
                 push(&mut best, cap, (if s.is_nan() { f32::MIN } else { s }, r));
             }
@@ -138,11 +127,5 @@ pub fn scan(
             push(&mut best, cap, item);
         }
     }
-    let mut exact: Vec<(usize, f64)> = best
-        .into_iter()
-        .map(|(_, r)| (r, exact_score(sim, q, g.row(r))))
-        .collect();
-    exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    exact.truncate(k);
-    exact.into_iter().map(|(r, s)| (r, s as f32)).collect()
+    best.into_iter().map(|(_, r)| r).collect()
 }
