@@ -3,56 +3,19 @@
 //! against a brute-force computation, and `simlearn search` marking matches under the stored
 //! threshold.
 
+mod common;
+
+use common::{fails_with, json_ok, ok, simlearn};
 use serde_json::Value;
 use simlearn_eval::io::{write_npy_f32, write_npy_i64};
 use simlearn_eval::knn::exact_score;
 use simlearn_eval::{Matrix, Similarity};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const D: usize = 8;
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "simlearn-calibrate-cli-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn simlearn(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_simlearn"));
-    for a in args {
-        c.arg(a);
-    }
-    c.output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn json_ok(out: &Output) -> Value {
-    serde_json::from_str(&ok(out)).unwrap()
-}
-
-/// A one-line error on stderr and a non-zero exit.
-fn fails_with(out: &Output, needles: &[&str]) {
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{err:?} lacks {n:?}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
+    common::dir("calibrate-cli", name)
 }
 
 /// SplitMix64 in [0, 1).

@@ -1,22 +1,22 @@
 //! End-to-end tests of `simlearn index build|add`, `simlearn search` and `simlearn serve`: the
 //! built binary on small generated files in a temp dir.
 
+mod common;
+
+use common::{fails_with, json_ok, ok, simlearn};
 use serde_json::Value;
 use simlearn_eval::io::{write_npy_f32, write_npy_i64};
 use simlearn_eval::Matrix;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 const N: usize = 40;
 const D: usize = 8;
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("simlearn-index-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::dir("index-cli", name)
 }
 
 /// Deterministic pseudo-random rows in [-1, 1), with rows 5 and 17 and rows 9 and 30
@@ -42,39 +42,6 @@ fn npy(d: &Path, name: &str, rows: usize, cols: usize, data: &[f32]) -> PathBuf 
     let p = d.join(name);
     write_npy_f32(&p, &Matrix::new(rows, cols, data.to_vec()).unwrap()).unwrap();
     p
-}
-
-fn simlearn(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_simlearn"));
-    for a in args {
-        c.arg(a);
-    }
-    c.output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn json_ok(out: &Output) -> Value {
-    serde_json::from_str(&ok(out)).unwrap()
-}
-
-/// A one-line error on stderr and a non-zero exit.
-fn fails_with(out: &Output, needles: &[&str]) {
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{err:?} lacks {n:?}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -584,7 +551,8 @@ seed = 3
 
 #[test]
 fn export_writes_every_row_to_parquet_bit_for_bit() {
-    use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array, StringArray};
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Int64Type};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let d = dir("export");
@@ -665,43 +633,25 @@ fn export_writes_every_row_to_parquet_bit_for_bit() {
         .map(|f| f.name().clone())
         .collect();
     assert_eq!(names, ["id", "vector", "label", "path"]);
-    let (mut ids, mut vecs, mut labs, mut pths) = (vec![], vec![], vec![], vec![]);
+    let (mut ids, mut vecs, mut labs, mut pths) = (
+        Vec::<i64>::new(),
+        Vec::<f32>::new(),
+        Vec::<i64>::new(),
+        Vec::<String>::new(),
+    );
     for batch in builder.build().unwrap() {
         let b = batch.unwrap();
-        let col = |i: usize| b.column(i).clone();
-        let id = col(0);
-        ids.extend(
-            id.as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .iter()
-                .copied(),
-        );
-        let list = col(1);
-        let list = list.as_any().downcast_ref::<FixedSizeListArray>().unwrap();
+        ids.extend(b.column(0).as_primitive::<Int64Type>().values());
+        let list = b.column(1).as_fixed_size_list();
         assert_eq!(list.value_length() as usize, D);
-        let vals = list.values();
-        vecs.extend(
-            vals.as_any()
-                .downcast_ref::<Float32Array>()
-                .unwrap()
-                .values()
+        vecs.extend(list.values().as_primitive::<Float32Type>().values());
+        labs.extend(b.column(2).as_primitive::<Int64Type>().values());
+        pths.extend(
+            b.column(3)
+                .as_string::<i32>()
                 .iter()
-                .copied(),
+                .map(|p| p.unwrap().to_string()),
         );
-        let l = col(2);
-        labs.extend(
-            l.as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .iter()
-                .copied(),
-        );
-        let p = col(3);
-        let p = p.as_any().downcast_ref::<StringArray>().unwrap();
-        pths.extend((0..p.len()).map(|i| p.value(i).to_string()));
     }
     assert_eq!(ids, (0..42).collect::<Vec<i64>>());
     let want: Vec<u32> = v.iter().chain(&extra).map(|x| x.to_bits()).collect();
