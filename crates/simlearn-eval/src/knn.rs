@@ -1190,7 +1190,15 @@ impl TileBufs {
 }
 
 /// `out (m × n, row-major) = A · Bᵀ` with `A` `m × d` and `B` `n × d`, both row-major.
-fn gemm_abt(out: *mut f32, len: usize, a: *const f32, b: *const f32, m: usize, n: usize, d: usize) {
+pub(crate) fn gemm_abt(
+    out: *mut f32,
+    len: usize,
+    a: *const f32,
+    b: *const f32,
+    m: usize,
+    n: usize,
+    d: usize,
+) {
     debug_assert_eq!(len, m * n);
     // SAFETY: `a` points at `m·d` and `b` at `n·d` readable f32s (slices of the inputs or of
     // scratch buffers that are not touched until this call returns); `out` points at `m·n`

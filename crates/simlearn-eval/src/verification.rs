@@ -812,32 +812,8 @@ fn histograms(
 fn gram(out: &mut [f32], a: &[f32], b: &[f32], dims: (usize, usize, usize)) {
     let (m, n, d) = dims;
     assert!(out.len() == m * n && a.len() == m * d && b.len() == n * d);
-    // SAFETY: the slices have the lengths checked above; strides describe row-major A, Bᵀ as
-    // the column-major view of row-major B, and a row-major output that nothing else touches
-    // during the call. With `read_dst = false` the output is 1·A·Bᵀ.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            d,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            d as isize,
-            b.as_ptr(),
-            d as isize,
-            1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    // The kNN engine's GEMM (single-threaded: the callers are rayon tasks already).
+    crate::knn::gemm_abt(out.as_mut_ptr(), out.len(), a.as_ptr(), b.as_ptr(), m, n, d);
 }
 
 /// One threshold of the calibration curve.
