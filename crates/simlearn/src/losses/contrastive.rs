@@ -100,6 +100,29 @@ impl ClassLoss for ContrastiveLoss {
             terms: vec![("contrastive", loss)],
         })
     }
+
+    /// The rows `rows` of `S` and of the same-class matrix against every column: `l⁺ + l⁻` of
+    /// the anchors' pairs, each part normalised by its own count of active pairs.
+    fn forward_anchors(
+        &self,
+        embeddings: Tensor<2>,
+        labels: &[i64],
+        rows: std::ops::Range<usize>,
+    ) -> Result<LossOutput, LossError> {
+        let (n, _) = check_class_batch("contrastive", &embeddings, labels)?;
+        super::check_anchor_rows("contrastive", &rows, n)?;
+        let device = embeddings.device();
+        let dtype = embeddings.dtype();
+        let f = l2_normalize(embeddings, NORMALIZE_EPS);
+        let s = f.clone().slice(rows.clone()).matmul(f.transpose());
+        let same = same_label_matrix(labels, &device, dtype).slice(rows);
+        let loss =
+            contrastive_on_similarity(s, same, self.config.pos_margin, self.config.neg_margin);
+        Ok(LossOutput {
+            total: loss.clone(),
+            terms: vec![("contrastive", loss)],
+        })
+    }
 }
 
 /// `L_con = l⁺ + l⁻` of spec §2.2 on a similarity matrix `s` (`n × n`) and a same-class

@@ -43,6 +43,9 @@ pub enum LossError {
     /// A parameter or input that the loss cannot work with.
     #[error("{0}")]
     Invalid(String),
+    /// An evaluation form the loss does not have (names the setting that asked for it).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// A loss on class-labelled batches.
@@ -52,6 +55,41 @@ pub trait ClassLoss {
     /// Loss of a batch: `embeddings` is `n × d` (raw model output: losses that work on the
     /// unit sphere normalise it themselves), `labels` has `n` entries.
     fn forward(&self, embeddings: Tensor<2>, labels: &[i64]) -> Result<LossOutput, LossError>;
+    /// The loss of the anchors `rows` of a batch against the whole batch as references
+    /// (PyTorch Metric Learning's `DistributedLossWrapper(efficient=True)`: one device's
+    /// anchors against the gathered batch, `train.gather = "local"`). `embeddings` and `labels`
+    /// are the whole batch; pairs and mined pairs are the whole batch's, restricted to anchor
+    /// rows `rows`. Only losses whose terms are sums over anchor rows have it (contrastive,
+    /// multi-similarity); the others' terms couple every pair of the batch (the contextual
+    /// hybrid's neighbourhoods, the ranking losses) and return an error naming the loss.
+    fn forward_anchors(
+        &self,
+        embeddings: Tensor<2>,
+        labels: &[i64],
+        rows: std::ops::Range<usize>,
+    ) -> Result<LossOutput, LossError> {
+        let _ = (embeddings, labels, rows);
+        Err(LossError::Unsupported(format!(
+            "{}: train.gather = \"local\" needs a loss that sums over anchor rows \
+             (contrastive, multi_similarity); use train.gather = \"exact\"",
+            self.name()
+        )))
+    }
+}
+
+/// Checks the anchor rows of [`ClassLoss::forward_anchors`] against a batch of `n` rows.
+pub(crate) fn check_anchor_rows(
+    loss: &str,
+    rows: &std::ops::Range<usize>,
+    n: usize,
+) -> Result<(), LossError> {
+    if rows.start >= rows.end || rows.end > n {
+        return Err(LossError::Invalid(format!(
+            "{loss}: anchor rows {}..{} are not a non-empty range of the batch of {n} rows",
+            rows.start, rows.end
+        )));
+    }
+    Ok(())
 }
 
 /// A loss on batches with continuous labels.

@@ -19,7 +19,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::baseline_util::{
-    bool_mask, check_param, cosine_matrix, host_batch, label_masks, masked_logsumexp,
+    bool_mask, check_param, cosine_matrix, host_batch, l2_normalize, label_masks, masked_logsumexp,
     validate_batch,
 };
 use super::{ClassLoss, LossError, LossOutput};
@@ -100,20 +100,20 @@ impl MultiSimilarityLoss {
                 mask[a * n + b] = true;
             }
         }
-        Ok(self.compute(embeddings, n, pos, neg))
+        Ok(self.compute(embeddings, pos, neg))
     }
 
-    fn compute(
-        &self,
-        embeddings: Tensor<2>,
-        n: usize,
-        pos: Vec<bool>,
-        neg: Vec<bool>,
-    ) -> LossOutput {
-        let device = embeddings.device();
-        let s = cosine_matrix(embeddings);
-        let pos = bool_mask(pos, [n, n], &device);
-        let neg = bool_mask(neg, [n, n], &device);
+    fn compute(&self, embeddings: Tensor<2>, pos: Vec<bool>, neg: Vec<bool>) -> LossOutput {
+        self.compute_on(cosine_matrix(embeddings), pos, neg)
+    }
+
+    /// The loss on a cosine matrix `s` (`m × n`: anchor rows against the batch) and its
+    /// row-major `m × n` positive and negative pair masks.
+    fn compute_on(&self, s: Tensor<2>, pos: Vec<bool>, neg: Vec<bool>) -> LossOutput {
+        let device = s.device();
+        let shape: [usize; 2] = s.dims();
+        let pos = bool_mask(pos, shape, &device);
+        let neg = bool_mask(neg, shape, &device);
         let pos_term = masked_logsumexp(
             s.clone().sub_scalar(self.base).mul_scalar(-self.alpha),
             pos,
@@ -130,6 +130,25 @@ impl MultiSimilarityLoss {
         }
     }
 
+    /// Row-major `n × n` positive and negative masks: every pair, or the miner's.
+    fn masks(
+        &self,
+        embeddings: &Tensor<2>,
+        labels: &[i64],
+        n: usize,
+    ) -> Result<(Vec<bool>, Vec<bool>), LossError> {
+        if self.miner.is_all() {
+            return Ok(label_masks(labels));
+        }
+        let batch = host_batch("multi_similarity", embeddings)?;
+        let (p, q) = self.miner.mine(&batch, labels)?.to_pairs();
+        let mut pos = vec![false; n * n];
+        let mut neg = vec![false; n * n];
+        p.into_iter().for_each(|(a, b)| pos[a * n + b] = true);
+        q.into_iter().for_each(|(a, b)| neg[a * n + b] = true);
+        Ok((pos, neg))
+    }
+
     /// The configured miner.
     pub fn miner(&self) -> &AnyMiner {
         &self.miner
@@ -143,17 +162,24 @@ impl ClassLoss for MultiSimilarityLoss {
 
     fn forward(&self, embeddings: Tensor<2>, labels: &[i64]) -> Result<LossOutput, LossError> {
         let (n, _) = validate_batch("multi_similarity", &embeddings, labels)?;
-        let (pos, neg) = if self.miner.is_all() {
-            label_masks(labels)
-        } else {
-            let batch = host_batch("multi_similarity", &embeddings)?;
-            let (p, q) = self.miner.mine(&batch, labels)?.to_pairs();
-            let mut pos = vec![false; n * n];
-            let mut neg = vec![false; n * n];
-            p.into_iter().for_each(|(a, b)| pos[a * n + b] = true);
-            q.into_iter().for_each(|(a, b)| neg[a * n + b] = true);
-            (pos, neg)
-        };
-        Ok(self.compute(embeddings, n, pos, neg))
+        let (pos, neg) = self.masks(&embeddings, labels, n)?;
+        Ok(self.compute(embeddings, pos, neg))
+    }
+
+    /// The anchor rows `rows` of the whole batch's (mined) pair masks against every column; the
+    /// mean is over the anchors, so equal shards' losses average to the batch's loss.
+    fn forward_anchors(
+        &self,
+        embeddings: Tensor<2>,
+        labels: &[i64],
+        rows: std::ops::Range<usize>,
+    ) -> Result<LossOutput, LossError> {
+        let (n, _) = validate_batch("multi_similarity", &embeddings, labels)?;
+        super::check_anchor_rows("multi_similarity", &rows, n)?;
+        let (pos, neg) = self.masks(&embeddings, labels, n)?;
+        let z = l2_normalize(embeddings);
+        let s = z.clone().slice(rows.clone()).matmul(z.transpose());
+        let span = rows.start * n..rows.end * n;
+        Ok(self.compute_on(s, pos[span.clone()].to_vec(), neg[span].to_vec()))
     }
 }

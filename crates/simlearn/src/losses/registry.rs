@@ -242,4 +242,14 @@ impl ClassLoss for AnyClassLoss {
     fn forward(&self, embeddings: Tensor<2>, labels: &[i64]) -> Result<LossOutput, LossError> {
         self.as_class_loss().forward(embeddings, labels)
     }
+
+    fn forward_anchors(
+        &self,
+        embeddings: Tensor<2>,
+        labels: &[i64],
+        rows: std::ops::Range<usize>,
+    ) -> Result<LossOutput, LossError> {
+        self.as_class_loss()
+            .forward_anchors(embeddings, labels, rows)
+    }
 }
