@@ -269,6 +269,22 @@ pub struct LoopConfig {
     /// (burn's first enabled backend, GPUs before CPUs — the wgpu or CUDA device when the
     /// `wgpu` / `cuda` feature is compiled in; the `BURN_DEVICE` environment variable overrides).
     pub device: String,
+    /// Data-parallel training (`train::parallel`): two or more device names train one replica
+    /// each on contiguous shards of the sampler's batch (the global batch), every device's
+    /// loss seeing the whole global batch, gradients summed. Names: `"flex"` (it may repeat:
+    /// replicas on the one CPU device), `"default"`, `"wgpu"` (burn's best wgpu adapter),
+    /// `"wgpu:cpu"`, `"wgpu:discrete:N"`, `"wgpu:integrated:N"`, `"wgpu:virtual:N"` (the `wgpu`
+    /// feature), `"cuda:N"` (the `cuda` feature). Empty (default) or one entry: one device
+    /// (`device`, or the one entry).
+    pub devices: Vec<String>,
+    /// How a data-parallel run's devices exchange embeddings and gradients: `"host"` (default,
+    /// every backend) or `"burn"` (burn's distributed context; CUDA devices only).
+    pub collective: String,
+    /// What each device's loss sees in a data-parallel run: `"exact"` (default: the whole
+    /// gathered batch, every anchor; gradients equal one device's on the concatenated batch)
+    /// or `"local"` (PML's efficient variant: the device's own anchors against the gathered
+    /// batch, gradients averaged; contrastive and multi-similarity).
+    pub gather: String,
 }
 
 impl Default for LoopConfig {
@@ -279,6 +295,9 @@ impl Default for LoopConfig {
             eval_every: 5,
             select_metric: "map_at_r".into(),
             device: "flex".into(),
+            devices: Vec::new(),
+            collective: "host".into(),
+            gather: "exact".into(),
         }
     }
 }
@@ -333,18 +352,29 @@ impl TrainConfig {
         Ok(c)
     }
 
-    /// The training device (with autodiff) named by `train.device`.
+    /// The training device (with autodiff) named by `train.device`, or the first of
+    /// `train.devices` when that is set.
     pub fn device(&self) -> Result<burn::prelude::Device, TrainError> {
-        let device = match self.train.device.as_str() {
-            "flex" => burn::prelude::Device::flex(),
-            "default" => burn::prelude::Device::default(),
-            other => {
-                return Err(TrainError::Config(format!(
-                    "train.device: \"{other}\" is not one of \"flex\", \"default\""
-                )))
-            }
-        };
-        Ok(device.autodiff())
+        match self.train.devices.first() {
+            Some(first) => parse_device(first, "train.devices[0]"),
+            None => parse_device(&self.train.device, "train.device"),
+        }
+    }
+
+    /// The devices (with autodiff) of a data-parallel run: `train.devices` when it has two
+    /// or more entries, else `None`.
+    pub fn parallel_devices(&self) -> Result<Option<Vec<burn::prelude::Device>>, TrainError> {
+        if self.train.devices.len() < 2 {
+            return Ok(None);
+        }
+        let devices = self
+            .train
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, name)| parse_device(name, &format!("train.devices[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(devices))
     }
 
     /// The evaluation settings used for validation.
@@ -355,4 +385,71 @@ impl TrainConfig {
             ..EvalConfig::default()
         }
     }
+}
+
+/// The autodiff device named `name` (see [`LoopConfig::devices`]); `what` names the setting in
+/// errors.
+pub fn parse_device(name: &str, what: &str) -> Result<burn::prelude::Device, TrainError> {
+    use burn::prelude::Device;
+    let unknown = || {
+        TrainError::Config(format!(
+            "{what}: \"{name}\" is not a device name (flex, default, wgpu, wgpu:cpu, \
+             wgpu:discrete:N, wgpu:integrated:N, wgpu:virtual:N, cuda:N)"
+        ))
+    };
+    let parts: Vec<&str> = name.split(':').collect();
+    let index = |s: &str| s.parse::<usize>().map_err(|_| unknown());
+    let device = match parts[..] {
+        ["flex"] => Device::flex(),
+        ["default"] => Device::default(),
+        ["wgpu", ..] => wgpu_device(&parts[1..], what, name).ok_or_else(unknown)??,
+        ["cuda", i] => {
+            let i = index(i)?;
+            cuda_device(i, what, name)?
+        }
+        _ => return Err(unknown()),
+    };
+    Ok(device.autodiff())
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device(
+    kind: &[&str],
+    _what: &str,
+    _name: &str,
+) -> Option<Result<burn::prelude::Device, TrainError>> {
+    use burn::tensor::DeviceKind;
+    let kind = match kind {
+        [] | ["default"] => DeviceKind::DefaultDevice,
+        ["cpu"] => DeviceKind::Cpu,
+        ["discrete", i] => DeviceKind::DiscreteGpu(i.parse().ok()?),
+        ["integrated", i] => DeviceKind::IntegratedGpu(i.parse().ok()?),
+        ["virtual", i] => DeviceKind::VirtualGpu(i.parse().ok()?),
+        _ => return None,
+    };
+    Some(Ok(burn::prelude::Device::wgpu(kind)))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device(
+    _kind: &[&str],
+    what: &str,
+    name: &str,
+) -> Option<Result<burn::prelude::Device, TrainError>> {
+    Some(Err(TrainError::Config(format!(
+        "{what}: \"{name}\" needs simlearn built with the `wgpu` feature \
+         (cargo build --release --features wgpu)"
+    ))))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(i: usize, _what: &str, _name: &str) -> Result<burn::prelude::Device, TrainError> {
+    Ok(burn::prelude::Device::cuda(i))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_i: usize, what: &str, name: &str) -> Result<burn::prelude::Device, TrainError> {
+    Err(TrainError::Config(format!(
+        "{what}: \"{name}\" needs simlearn built with the `cuda` feature"
+    )))
 }

@@ -28,6 +28,7 @@ use super::checkpoint::{
     load_module, load_safetensors, module_tensors, save_safetensors, NamedTensor,
 };
 use super::optim::Adam;
+use super::parallel::{all_reduce_module, Collective};
 use super::trunk_cache::TrunkCache;
 use super::{
     metric_map, run, run_metadata, BatchSource, ClassTask, EpochRecord, SourceBatch, TrainConfig,
@@ -379,11 +380,19 @@ impl Trainee for ImageTrainee {
         Ok(self.model.head.forward(features))
     }
 
-    fn step(mut self, grads: &mut Gradients, lr: f64) -> Self {
-        let mut head_grads = GradientsParams::from_module(grads, &self.model.head);
-        self.model.head = self.head_opt.step(self.model.head, &mut head_grads, lr);
+    fn param_grads(&self, grads: &mut Gradients) -> Vec<GradientsParams> {
+        let mut groups = vec![GradientsParams::from_module(grads, &self.model.head)];
         if self.frozen < self.model.backbone.num_stages() {
-            let mut backbone_grads = GradientsParams::from_module(grads, &self.model.backbone);
+            groups.push(GradientsParams::from_module(grads, &self.model.backbone));
+        }
+        groups
+    }
+
+    fn apply(mut self, grads: Vec<GradientsParams>, lr: f64) -> Self {
+        let mut groups = grads.into_iter();
+        let mut head_grads = groups.next().expect("the head's gradients");
+        self.model.head = self.head_opt.step(self.model.head, &mut head_grads, lr);
+        if let Some(mut backbone_grads) = groups.next() {
             self.model.backbone = self.backbone_opt.step(
                 self.model.backbone,
                 &mut backbone_grads,
@@ -391,6 +400,24 @@ impl Trainee for ImageTrainee {
             );
         }
         self
+    }
+
+    fn all_reduce(&self, grads: &mut [Vec<GradientsParams>], collective: &Collective, scale: f64) {
+        all_reduce_module(&self.model.head, &mut grads[0], collective, scale);
+        if let Some(backbone) = grads.get_mut(1) {
+            all_reduce_module(&self.model.backbone, backbone, collective, scale);
+        }
+    }
+
+    fn fork(&self, device: &Device) -> Self {
+        ImageTrainee {
+            model: self.model.clone().fork(device),
+            frozen: self.frozen,
+            batch_norm: self.batch_norm,
+            backbone_opt: self.backbone_opt.to_device(device),
+            head_opt: self.head_opt.to_device(device),
+            backbone_lr_mult: self.backbone_lr_mult,
+        }
     }
 
     fn state_tensors(&self) -> (Vec<NamedTensor>, HashMap<String, u64>) {

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod images;
 pub mod optim;
+pub mod parallel;
 pub mod trunk_cache;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,7 @@ use checkpoint::{
 };
 pub use config::TrainConfig;
 use optim::Adam;
+use parallel::{all_reduce_module, Collective, DataParallel, Gather};
 
 /// Why training stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +232,15 @@ pub(crate) trait Objective {
         batch: &Batch,
         kept: &[usize],
     ) -> Result<LossOutput, LossError>;
+    /// The loss of the anchor rows `rows` against the whole batch (`train.gather = "local"`,
+    /// see [`ClassLoss::forward_anchors`]).
+    fn forward_anchors(
+        &self,
+        embeddings: Tensor<2>,
+        batch: &Batch,
+        kept: &[usize],
+        rows: std::ops::Range<usize>,
+    ) -> Result<LossOutput, LossError>;
     /// The loss's trainable parameters (proxies), if any.
     fn loss_module(&mut self) -> Option<&mut AnyClassLoss>;
 }
@@ -268,6 +279,17 @@ impl Objective for ClassTask {
         }
         let y: Vec<i64> = kept.iter().map(|&i| self.labels[i]).collect();
         self.loss.forward(embeddings, &y)
+    }
+
+    fn forward_anchors(
+        &self,
+        embeddings: Tensor<2>,
+        _batch: &Batch,
+        kept: &[usize],
+        rows: std::ops::Range<usize>,
+    ) -> Result<LossOutput, LossError> {
+        let y: Vec<i64> = kept.iter().map(|&i| self.labels[i]).collect();
+        self.loss.forward_anchors(embeddings, &y, rows)
     }
 
     fn loss_module(&mut self) -> Option<&mut AnyClassLoss> {
@@ -313,6 +335,20 @@ impl Objective for ContinuousTask {
                 "continuous-label batches must reach the loss whole".into(),
             )),
         }
+    }
+
+    fn forward_anchors(
+        &self,
+        _embeddings: Tensor<2>,
+        _batch: &Batch,
+        _kept: &[usize],
+        _rows: std::ops::Range<usize>,
+    ) -> Result<LossOutput, LossError> {
+        Err(LossError::Unsupported(format!(
+            "{}: train.gather = \"local\" is for class-label losses; continuous-label losses \
+             train on several devices with train.gather = \"exact\"",
+            self.loss.name()
+        )))
     }
 
     fn loss_module(&mut self) -> Option<&mut AnyClassLoss> {
@@ -545,9 +581,23 @@ impl BatchSource for FeatureSource<'_> {
 pub(crate) trait Trainee: Clone {
     /// Embeddings of a batch, with the autodiff graph of the trained parameters.
     fn forward(&self, batch: SourceBatch, device: &Device) -> Result<Tensor<2>, TrainError>;
-    /// One optimiser step of every parameter group (`lr`: the head's learning rate). Takes
-    /// the model by value so that its tensors are updated in place where burn can.
-    fn step(self, grads: &mut Gradients, lr: f64) -> Self;
+    /// The gradients of each parameter group (head, trained backbone stages, …) in `grads`.
+    fn param_grads(&self, grads: &mut Gradients) -> Vec<GradientsParams>;
+    /// One optimiser step of every parameter group with its gradients, in
+    /// [`Self::param_grads`]' order (`lr`: the head's learning rate). Takes the model by value
+    /// so that its tensors are updated in place where burn can.
+    fn apply(self, grads: Vec<GradientsParams>, lr: f64) -> Self;
+    /// One optimiser step from the gradients of a backward pass.
+    fn step(self, grads: &mut Gradients, lr: f64) -> Self {
+        let g = self.param_grads(grads);
+        self.apply(g, lr)
+    }
+    /// Sums every group's gradients over the devices of a data-parallel step (`grads[g][k]`:
+    /// group `g` on device `k`), times `scale`, with this replica's modules as the map of
+    /// parameters.
+    fn all_reduce(&self, grads: &mut [Vec<GradientsParams>], collective: &Collective, scale: f64);
+    /// A replica on `device`: the same weights and optimiser state, its own autodiff leaves.
+    fn fork(&self, device: &Device) -> Self;
     /// Weights and optimiser state for `last.safetensors`, with the optimisers' step counts.
     fn state_tensors(&self) -> (Vec<NamedTensor>, HashMap<String, u64>);
     /// Writes the model files of checkpoint `which` (`"last"` / `"best"`) other than the
@@ -596,10 +646,25 @@ impl Trainee for HeadTrainee {
         Ok(self.head.forward(x))
     }
 
-    fn step(mut self, grads: &mut Gradients, lr: f64) -> Self {
-        let mut g = GradientsParams::from_module(grads, &self.head);
+    fn param_grads(&self, grads: &mut Gradients) -> Vec<GradientsParams> {
+        vec![GradientsParams::from_module(grads, &self.head)]
+    }
+
+    fn apply(mut self, grads: Vec<GradientsParams>, lr: f64) -> Self {
+        let mut g = grads.into_iter().next().expect("the head's gradients");
         self.head = self.opt.step(self.head, &mut g, lr);
         self
+    }
+
+    fn all_reduce(&self, grads: &mut [Vec<GradientsParams>], collective: &Collective, scale: f64) {
+        all_reduce_module(&self.head, &mut grads[0], collective, scale);
+    }
+
+    fn fork(&self, device: &Device) -> Self {
+        HeadTrainee {
+            head: self.head.clone().fork(device),
+            opt: self.opt.to_device(device),
+        }
     }
 
     fn state_tensors(&self) -> (Vec<NamedTensor>, HashMap<String, u64>) {
@@ -714,6 +779,22 @@ pub(crate) fn run<T: Trainee>(
         write_atomic(&f.dir.join("config.toml"), text.as_bytes())?;
     }
 
+    // Data-parallel replicas start from the (possibly resumed) model and optimiser state.
+    let mut parallel = match cfg.parallel_devices()? {
+        None => None,
+        Some(devices) => {
+            if objective.loss_module().is_some() {
+                return Err(TrainError::Config(
+                    "train.devices: losses with trainable proxies cannot train on several \
+                     devices yet; use one device"
+                        .into(),
+                ));
+            }
+            let collective = Collective::new(&cfg.train.collective, &devices, &cfg.train.devices)?;
+            let gather = Gather::parse(&cfg.train.gather)?;
+            Some(DataParallel::new(&trainee, devices, collective, gather))
+        }
+    };
     let mut best: Option<T> = None;
     for epoch in state.next_epoch..cfg.train.epochs {
         let lr = cfg.optim.lr_at_epoch(epoch);
@@ -736,21 +817,30 @@ pub(crate) fn run<T: Trainee>(
                     TrainError::Io("batch source out of step with the sampler".into())
                 })?;
             let kept = input.indices.clone();
-            let emb = trainee.forward(input, device)?;
-            let out = objective
-                .forward(emb, batch, &kept)
-                .map_err(|e| TrainError::Diverged {
-                    epoch,
-                    step: state.steps,
-                    cause: e.to_string(),
-                })?;
-            let terms = record_terms(&out, epoch, state.steps, &mut total_sum, &mut sums)?;
-            let mut grads = out.total.backward();
-            trainee = trainee.step(&mut grads, lr);
-            if let Some(loss) = objective.loss_module() {
-                let mut loss_grads = GradientsParams::from_module(&mut grads, &*loss);
-                *loss = loss_opt.step(loss.clone(), &mut loss_grads, lr * loss_lr_mult);
-            }
+            let step = state.steps;
+            let loss_error = |e: LossError| TrainError::Diverged {
+                epoch,
+                step,
+                cause: e.to_string(),
+            };
+            let terms = if let Some(dp) = parallel.as_mut() {
+                let outs = dp.losses(&trainee, input, batch, &kept, &*objective, &loss_error)?;
+                let logged = dp.logged(&outs);
+                let terms = record_terms(&logged, epoch, step, &mut total_sum, &mut sums)?;
+                trainee = dp.step(trainee, outs, lr);
+                terms
+            } else {
+                let emb = trainee.forward(input, device)?;
+                let out = objective.forward(emb, batch, &kept).map_err(loss_error)?;
+                let terms = record_terms(&out, epoch, step, &mut total_sum, &mut sums)?;
+                let mut grads = out.total.backward();
+                trainee = trainee.step(&mut grads, lr);
+                if let Some(loss) = objective.loss_module() {
+                    let mut loss_grads = GradientsParams::from_module(&mut grads, &*loss);
+                    *loss = loss_opt.step(loss.clone(), &mut loss_grads, lr * loss_lr_mult);
+                }
+                terms
+            };
             state.steps += 1;
             done += 1;
             observer.step(epoch, b, &terms);
@@ -845,13 +935,13 @@ fn select_better(metric: &str, value: f64, best: Option<f64>) -> bool {
 
 /// The loss terms of one step (`total` first) as host numbers, added to the epoch's running
 /// sums; a NaN or infinite term stops training with the epoch, step and every term.
-fn record_terms<'a>(
-    out: &'a LossOutput,
+fn record_terms(
+    out: &LossOutput,
     epoch: usize,
     step: usize,
     total_sum: &mut f64,
     sums: &mut BTreeMap<String, f64>,
-) -> Result<Vec<(&'a str, f64)>, TrainError> {
+) -> Result<Vec<(&'static str, f64)>, TrainError> {
     let mut terms: Vec<(&str, f64)> = vec![("total", scalar(&out.total))];
     terms.extend(out.terms.iter().map(|(n, t)| (*n, scalar(t))));
     if terms.iter().any(|(_, v)| !v.is_finite()) {

@@ -112,6 +112,35 @@ impl Adam {
         module.map(&mut mapper)
     }
 
+    /// The same state on `device` (a data-parallel replica's optimiser).
+    pub fn to_device(&self, device: &Device) -> Self {
+        let inner = device.clone().without_autodiff();
+        // Moments live on the gradients' (plain) device after a step, on the autodiff device
+        // after a resume; each keeps its kind.
+        let target = |t: &Tensor<1>| {
+            if t.device().is_autodiff() {
+                device.clone()
+            } else {
+                inner.clone()
+            }
+        };
+        Self {
+            cfg: self.cfg.clone(),
+            state: self
+                .state
+                .iter()
+                .map(|(k, s)| {
+                    let moments = Moments {
+                        step: s.step,
+                        m: s.m.clone().to_device(&target(&s.m)),
+                        v: s.v.clone().to_device(&target(&s.v)),
+                    };
+                    (k.clone(), moments)
+                })
+                .collect(),
+        }
+    }
+
     /// The state as host tensors (`<path>.exp_avg`, `<path>.exp_avg_sq`) plus per-parameter
     /// step counts, for checkpoints.
     pub fn state_tensors(&self, prefix: &str) -> (Vec<NamedTensor>, HashMap<String, u64>) {
