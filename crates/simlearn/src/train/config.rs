@@ -265,9 +265,9 @@ pub struct LoopConfig {
     pub eval_every: usize,
     /// Metric that selects the best checkpoint (`map_at_r`, `precision_at_1`, `recall_at_1`, …).
     pub select_metric: String,
-    /// Where to train: `"flex"` (burn's pure-Rust CPU backend, the default) or `"default"`
-    /// (burn's first enabled backend, GPUs before CPUs — the wgpu or CUDA device when the
-    /// `wgpu` / `cuda` feature is compiled in; the `BURN_DEVICE` environment variable overrides).
+    /// Where to train: `"flex"` (burn's pure-Rust CPU backend, the default), `"default"`
+    /// (burn's first enabled backend, GPUs before CPUs; the `BURN_DEVICE` environment variable
+    /// overrides), or any name of [`Self::devices`] (`"wgpu"`, `"wgpu:cpu"`, `"cuda:0"`, …).
     pub device: String,
     /// Data-parallel training (`train::parallel`): two or more device names train one replica
     /// each on contiguous shards of the sampler's batch (the global batch), every device's
