@@ -15,7 +15,8 @@
 # PyTorch runs bench/gpu_torch.py.
 #
 # Without a GPU (no device in `nvidia-smi -L`, no /dev/nvidia0, no non-CPU Vulkan adapter) it
-# prints one line on stderr and exits 3 before installing or building anything.
+# prints one line on stderr and exits 3 before installing or building anything. Exit code 1:
+# no benchmark produced a result; 0 otherwise (failed or skipped steps are listed in the JSON).
 #
 # Environment:
 #   GPU_BENCH_QUICK=1      3 timed runs after 2 warm-ups instead of 10 after 3; skips the
@@ -109,7 +110,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/simlearn-gpu-bench.XXXXXX")"
 : >"$WORK/simlearn_cuda.jsonl"
 : >"$WORK/torch.jsonl"
 : >"$WORK/status.tsv" # key <TAB> one-line status, read by the summary
-status() { printf '%s\t%s\n' "$1" "$(tr '\n\t' '  ' <<<"$2" | cut -c1-300)" >>"$WORK/status.tsv"; }
+status() { printf '%s\t%s\n' "$1" "$(printf '%s' "$2" | tr '\n\t' '  ' | cut -c1-300)" >>"$WORK/status.tsv"; }
 last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -1 | cut -c1-240; }
 
 # ---------------------------------------------------------------------------------------------
@@ -338,3 +339,7 @@ print(json.dumps({
 }, indent=1))
 EOF
 say "done in ${SECONDS}s (logs: $WORK)"
+if [ ! -s "$WORK/simlearn_wgpu.jsonl" ] && [ ! -s "$WORK/simlearn_cuda.jsonl" ] && [ ! -s "$WORK/torch.jsonl" ]; then
+    say "no benchmark produced a result (see \"problems\" and the logs)"
+    exit 1
+fi
