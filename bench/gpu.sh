@@ -241,8 +241,12 @@ if [ -z "$CUDA_BIN" ]; then
         say "trying the build with --features cuda (at most $(($(left) - 150))s)"
         CUDA_BIN="$(timeout $(($(left) - 150)) bash -c "$(declare -f build); WORK='$WORK' build cuda" || true)"
         if [ -z "$CUDA_BIN" ]; then
-            reason="$(grep -m1 -E '^error|failed to run custom build|downloading' "$WORK/build-cuda.log" | cut -c1-200 || true)"
-            status cuda "not built: ${reason:-$(last_line "$WORK/build-cuda.log")}"
+            # e.g. "error: failed to run custom build command for `tracel-llvm-bundler ...`"
+            # and, under it, the download's error.
+            reason="$(grep -m1 '^error' "$WORK/build-cuda.log" | cut -c1-160 || true)"
+            cause="$(grep -m1 -E 'Result::unwrap|failed to lookup|Connection|timed out' "$WORK/build-cuda.log" |
+                sed 's/^ *//' | cut -c1-200 || true)"
+            status cuda "not built: ${reason:-$(last_line "$WORK/build-cuda.log")}${cause:+ ($cause)}"
         fi
     fi
 fi
