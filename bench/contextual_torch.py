@@ -80,7 +80,7 @@ def contextual_terms(s: torch.Tensor, same: torch.Tensor, k: int = K, eps: float
     r = b * b.T
     w_hat = (r @ w_tilde) / r.sum(1, keepdim=True)
     w = 0.5 * (w_hat + w_hat.T)
-    off = 1.0 - torch.eye(n, dtype=s.dtype)
+    off = 1.0 - torch.eye(n, dtype=s.dtype, device=s.device)
     l_ctx = (off * (w - same) ** 2).sum() / n**2
     return l_ctx, w
 
