@@ -276,6 +276,132 @@ fn trunk_cache_gives_the_uncached_loss_and_resumes_exactly() {
     );
 }
 
+fn validation(r: &simlearn::train::images::ImageTrainOutcome) -> Vec<(String, f64)> {
+    r.history
+        .iter()
+        .flat_map(|e| e.validation.clone().expect("validated every epoch"))
+        .collect()
+}
+
+#[test]
+fn validation_through_the_cache_gives_the_uncached_metrics() {
+    let root = temp_dir("data-valcache");
+    write_folder(&root, 8, 4);
+    let extra = "train_stages = 2\nviews = 2";
+    let plain = train_images(&config(&root, 2, extra), None, false, &mut Silent).unwrap();
+    let out = temp_dir("run-valcache");
+    let cfg = config(
+        &root,
+        2,
+        &format!("{extra}\ncache = true\ncache_dtype = \"f32\""),
+    );
+    let mut notes = Notes::default();
+    let cached = train_images(&cfg, Some(&out), false, &mut notes).unwrap();
+    // The validation half (4 classes × 4 images) went through the frozen stages once, in f32.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("trunk-cache/val.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["images"].as_u64(), Some(16));
+    assert_eq!(manifest["dtype"].as_str(), Some("f32"));
+    assert!(out.join("trunk-cache/val.f32").is_file());
+    assert!(
+        notes.0.iter().any(|n| n.contains("trunk cache (val):")),
+        "{:?}",
+        notes.0
+    );
+    let (a, b) = (validation(&plain), validation(&cached));
+    assert_eq!(a.len(), b.len());
+    assert!(a.len() >= 2 * 5, "{a:?}");
+    for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert!(
+            (va - vb).abs() <= 1e-6,
+            "{ka}: uncached {va} vs cached {vb}"
+        );
+    }
+    // A second run reuses both caches.
+    let mut again = Notes::default();
+    let out2 = temp_dir("run-valcache-2");
+    let mut cfg2 = cfg.clone();
+    cfg2.backbone.as_mut().unwrap().cache_dir = Some(out.join("trunk-cache"));
+    let r2 = train_images(&cfg2, Some(&out2), false, &mut again).unwrap();
+    assert_eq!(
+        again.0.iter().filter(|n| n.contains("reusing")).count(),
+        2,
+        "{:?}",
+        again.0
+    );
+    assert!(!out2.join("trunk-cache").exists());
+    assert_eq!(validation(&r2), b);
+}
+
+#[test]
+fn seeds_with_one_views_seed_share_one_cache_and_keep_their_own_runs() {
+    let root = temp_dir("data-shared");
+    write_folder(&root, 8, 4);
+    let shared = temp_dir("shared-cache");
+    let extra = format!(
+        "train_stages = 1\nviews = 3\nviews_seed = 11\ncache = true\ncache_dtype = \"f32\"\ncache_dir = \"{}\"",
+        shared.display()
+    );
+    let with_seed = |seed: u64, backbone: &str| {
+        let mut c = config(&root, 2, backbone);
+        c.train.seed = seed;
+        c
+    };
+    let mut first = Notes::default();
+    let a = train_images(
+        &with_seed(3, &extra),
+        Some(&temp_dir("run-shared-a")),
+        false,
+        &mut first,
+    )
+    .unwrap();
+    assert!(
+        !first.0.iter().any(|n| n.contains("reusing")),
+        "{:?}",
+        first.0
+    );
+    let mut second = Notes::default();
+    let b = train_images(
+        &with_seed(4, &extra),
+        Some(&temp_dir("run-shared-b")),
+        false,
+        &mut second,
+    )
+    .unwrap();
+    assert!(
+        second
+            .0
+            .iter()
+            .any(|n| n.starts_with("trunk cache: reusing")),
+        "{:?}",
+        second.0
+    );
+    // Seed 4 on the shared cache trains as seed 4 without any cache, on the same views.
+    let plain_b = train_images(
+        &with_seed(4, "train_stages = 1\nviews = 3\nviews_seed = 11"),
+        None,
+        false,
+        &mut Silent,
+    )
+    .unwrap();
+    for (x, y) in losses(&plain_b).iter().zip(losses(&b)) {
+        assert!((x - y).abs() <= 1e-6 * x.abs(), "shared cache: {x} vs {y}");
+    }
+    // The seed still matters: another initialisation, other batches.
+    assert_ne!(losses(&a), losses(&b));
+    // Another views seed is another set of views: the shared cache is rebuilt.
+    let mut third = Notes::default();
+    let other = with_seed(4, &extra.replace("views_seed = 11", "views_seed = 12"));
+    train_images(&other, Some(&temp_dir("run-shared-c")), false, &mut third).unwrap();
+    assert!(
+        third.0.iter().any(|n| n.contains("rebuilding")),
+        "{:?}",
+        third.0
+    );
+}
+
 #[test]
 fn partial_fine_tuning_config_errors_name_the_key() {
     let root = temp_dir("data-errors");

@@ -414,6 +414,7 @@ pub struct ImageLoader {
     pool: Arc<rayon::ThreadPool>,
     warnings: Arc<Mutex<Vec<String>>>,
     views: u64,
+    pick_seed: u64,
 }
 
 /// The augmentation "epoch" each image of a batch is drawn with.
@@ -461,14 +462,18 @@ impl ImageLoader {
             pool: Arc::new(pool),
             warnings: Arc::new(Mutex::new(Vec::new())),
             views: 0,
+            pick_seed: pipeline.seed,
         })
     }
 
     /// Fixed views: with `views > 0`, image `i` of epoch `e` is augmented as view
-    /// `view_of(seed, e, i, views)` (its augmentation stream is that of "epoch" = the view),
-    /// so every image has `views` distinct augmentations over the whole run.
-    pub fn with_views(mut self, views: u64) -> Self {
+    /// `view_of(pick_seed, e, i, views)` (its augmentation stream is that of "epoch" = the
+    /// view, under the pipeline's seed), so every image has `views` distinct augmentations
+    /// over the whole run. `pick_seed` (which view an epoch shows) is separate from the
+    /// pipeline's seed (what the views are), so that runs of several seeds can share views.
+    pub fn with_views(mut self, views: u64, pick_seed: u64) -> Self {
         self.views = views;
+        self.pick_seed = pick_seed;
         self
     }
 
@@ -482,7 +487,7 @@ impl ImageLoader {
             ItemEpoch::Views {
                 epoch,
                 views: self.views,
-                seed: self.pipeline.seed,
+                seed: self.pick_seed,
             }
         } else {
             ItemEpoch::Epoch(epoch)

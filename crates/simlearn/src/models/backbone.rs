@@ -174,6 +174,17 @@ pub struct BackboneConfig {
     /// Storage of the trunk cache: `f16` (default: half the bytes; values within 2⁻¹¹
     /// relative of the trunk's) or `f32` (exactly the trunk's outputs, twice the size).
     pub cache_dtype: CacheDtype,
+    /// Folder of the trunk cache (default: `trunk-cache` in the run folder). Runs that agree
+    /// on everything the cached values depend on (backbone, weights, `[images]`, views,
+    /// `views_seed`, the training images) share one folder without recomputing it, e.g. the
+    /// seeds and losses of a comparison; a run whose key differs rebuilds it. The validation
+    /// images' frozen-trunk outputs (evaluation pipeline, f32) are cached there too.
+    pub cache_dir: Option<PathBuf>,
+    /// Seed of the `views` fixed augmentations (default: `train.seed`). Runs of different
+    /// seeds that set the same `views_seed` train on the same views, and so can share one
+    /// cache, while their initialisation, batches and the view each image shows in an epoch
+    /// still follow `train.seed`.
+    pub views_seed: Option<u64>,
 }
 
 impl Default for BackboneConfig {
@@ -188,6 +199,8 @@ impl Default for BackboneConfig {
             views: 0,
             cache: false,
             cache_dtype: CacheDtype::F16,
+            cache_dir: None,
+            views_seed: None,
         }
     }
 }

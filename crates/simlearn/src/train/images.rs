@@ -548,6 +548,83 @@ fn validate_images(
     })
 }
 
+/// Validation sets as frozen-trunk outputs ([`TrunkCache::open_or_build_eval`]).
+enum CachedValidation {
+    LeaveOneOut(TrunkCache),
+    QueryGallery {
+        query: TrunkCache,
+        gallery: TrunkCache,
+    },
+}
+
+/// [`validate_images`] from the cached frozen-stage outputs: only the trained stages and the
+/// head run.
+fn validate_cached(
+    model: &ImageModel,
+    cached: &CachedValidation,
+    val: &ImageValidation,
+    batch_size: usize,
+    eval: &EvalConfig,
+    device: &Device,
+) -> Result<ClassReport, TrainError> {
+    let inner_device = device.clone().without_autodiff();
+    let model = model.valid();
+    let embed = |cache: &TrunkCache, d: &ImageDataset| -> Result<(Matrix, Vec<i64>), TrainError> {
+        let frozen = cache.stages();
+        let n = cache.len();
+        let dim = model.head.output_dim();
+        let mut out = Vec::with_capacity(n * dim);
+        let all: Vec<usize> = (0..n).collect();
+        for batch in all.chunks(batch_size.max(1)) {
+            let (data, shape) = cache.batch(batch);
+            let x = Tensor::<4>::from_data(TensorData::new(data, shape), &inner_device);
+            let features = model.backbone.pool(
+                model
+                    .backbone
+                    .forward_stages(x, frozen..model.backbone.num_stages()),
+            );
+            let values = model
+                .head
+                .forward(features)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| TrainError::Io(format!("embedding readback: {e:?}")))?;
+            if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+                return Err(TrainError::Data(DataError::Invalid(format!(
+                    "{}: the model produced a non-finite embedding",
+                    d.paths[batch[bad / dim.max(1)]].display()
+                ))));
+            }
+            out.extend(values);
+        }
+        let m = Matrix::new(n, dim, out).map_err(|e| TrainError::Io(e.to_string()))?;
+        Ok((m, d.class_labels()?.to_vec()))
+    };
+    Ok(match (cached, val) {
+        (CachedValidation::LeaveOneOut(c), ImageValidation::LeaveOneOut(d)) => {
+            let (m, y) = embed(c, d)?;
+            simlearn_eval::evaluate_classes(&m, &y, None, eval, None)?
+        }
+        (
+            CachedValidation::QueryGallery { query, gallery },
+            ImageValidation::QueryGallery {
+                query: qd,
+                gallery: gd,
+            },
+        ) => {
+            let (qm, qy) = embed(query, qd)?;
+            let (gm, gy) = embed(gallery, gd)?;
+            simlearn_eval::evaluate_classes(&qm, &qy, Some((&gm, &gy[..])), eval, None)?
+        }
+        _ => {
+            return Err(TrainError::Config(
+                "the validation cache does not match the validation sets (one of them is query → gallery, the other is not)".into(),
+            ))
+        }
+    })
+}
+
 /// Fine-tunes `[backbone]` + `[model]` on the images of `[images]` with the class loss of
 /// `[loss]` and the batches of `[sampler]`: all stages, or the last `backbone.train_stages`
 /// (the others frozen, optionally with their outputs cached: see [`super::trunk_cache`]).
@@ -615,20 +692,32 @@ pub fn train_images(
     };
 
     let train_set = Arc::new(splits.train);
+    // Fixed views are drawn from the views seed; fresh augmentations from the run's seed.
+    let views_seed = match bcfg.views {
+        0 => cfg.train.seed,
+        _ => bcfg.views_seed.unwrap_or(cfg.train.seed),
+    };
     let loader = ImageLoader::new(
         train_set.clone(),
-        images.train_pipeline(normalize, cfg.train.seed),
+        images.train_pipeline(normalize, views_seed),
         images.loader(),
     )?
-    .with_views(bcfg.views as u64);
+    .with_views(bcfg.views as u64, cfg.train.seed);
     let eval_pipeline = images.eval_pipeline(normalize);
     eval_pipeline.validate()?;
-    let source: Box<dyn BatchSource> = if bcfg.cache {
-        let dir = out_dir.ok_or_else(|| {
-            TrainError::Config("backbone.cache needs a run folder (--out)".into())
-        })?;
-        Box::new(TrunkCache::open_or_build(
-            &dir.join("trunk-cache"),
+    let cache_dir = match (&bcfg.cache_dir, out_dir) {
+        _ if !bcfg.cache => None,
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(d)) => Some(d.join("trunk-cache")),
+        (None, None) => {
+            return Err(TrainError::Config(
+                "backbone.cache needs a run folder (--out) or backbone.cache_dir".into(),
+            ))
+        }
+    };
+    let source: Box<dyn BatchSource> = match &cache_dir {
+        Some(dir) => Box::new(TrunkCache::open_or_build(
+            dir,
             &trainee.model.backbone,
             frozen,
             &loader,
@@ -636,9 +725,37 @@ pub fn train_images(
             &cfg,
             &device,
             observer,
-        )?)
-    } else {
-        Box::new(ImageSource(loader))
+        )?),
+        None => Box::new(ImageSource(loader)),
+    };
+    // With the cache, validation also starts from the frozen stages' stored outputs.
+    let val_cache = match (&cache_dir, &splits.val) {
+        (Some(dir), Some(val)) => {
+            let mut open = |name: &str, d: &ImageDataset| {
+                TrunkCache::open_or_build_eval(
+                    dir,
+                    name,
+                    &trainee.model.backbone,
+                    frozen,
+                    &Arc::new(d.clone()),
+                    eval_pipeline,
+                    images.loader(),
+                    &cfg,
+                    &device,
+                    observer,
+                )
+            };
+            Some(match val {
+                ImageValidation::LeaveOneOut(d) => CachedValidation::LeaveOneOut(open("val", d)?),
+                ImageValidation::QueryGallery { query, gallery } => {
+                    CachedValidation::QueryGallery {
+                        query: open("query", query)?,
+                        gallery: open("gallery", gallery)?,
+                    }
+                }
+            })
+        }
+        _ => None,
     };
 
     let mut task = ClassTask {
@@ -652,6 +769,10 @@ pub fn train_images(
         let Some(val) = &splits.val else {
             return Ok(None);
         };
+        if let Some(cached) = &val_cache {
+            let report = validate_cached(&t.model, cached, val, eval_batch, &eval_cfg, &device)?;
+            return Ok(Some(metric_map(&report.metrics)));
+        }
         let report = validate_images(
             &t.model,
             val,

@@ -1,16 +1,21 @@
 //! The frozen trunk's outputs, computed once: for partial fine-tuning with fixed views
 //! (`backbone.train_stages`, `backbone.views`, `backbone.cache = true`), the output of the
 //! frozen stages for each of the `V` augmented views of every training image, so that an epoch
-//! runs only the trained stages.
+//! runs only the trained stages; and the same for the validation images under the evaluation
+//! pipeline, so that validating runs only the trained stages too.
 //!
-//! Layout under `<run>/trunk-cache/`: `trunk.f16` (or `trunk.f32` under
-//! `backbone.cache_dtype = "f32"`), the values as little-endian IEEE floats, image-major (`(image × V + view) × c × h × w`), memory-mapped while training; and
-//! `manifest.json`, its shape and the key of everything the values depend on: the backbone
-//! settings and weight file (size, modification time), the image pipeline, the seed, every
-//! training image (path, size, modification time) and the simlearn version. A cache whose key
-//! differs from the run's is rebuilt; its size is reported before it is built. Both files are
-//! written atomically (the values under a temporary name, renamed once complete, then the
-//! manifest), so a crash never leaves a cache that looks complete.
+//! Layout of the cache folder (`backbone.cache_dir`, default `<run>/trunk-cache/`):
+//! `trunk.f16` (or `trunk.f32` under `backbone.cache_dtype = "f32"`), the values as
+//! little-endian IEEE floats, image-major (`(image × V + view) × c × h × w`), memory-mapped
+//! while training; and `manifest.json`, its shape and the key of everything the values depend
+//! on: the backbone settings and weight file (size, modification time), the image pipeline,
+//! the views seed, every training image (path, size, modification time) and the simlearn
+//! version. The validation sets sit beside it as `val.f32` + `val.json` (or `query`,
+//! `gallery`), always f32, keyed without seed or views. A cache whose key differs from the
+//! run's is rebuilt; its size is reported before it is built. Both files are written
+//! atomically (the values under a per-process temporary name, renamed once complete, then the
+//! manifest), so a crash never leaves a cache that looks complete, and runs sharing a folder
+//! never write into each other's files.
 //!
 //! f16 (the default) keeps 11 significant bits: the cached values differ from the f32 trunk
 //! outputs by at most 2⁻¹¹ relative (post-ReLU activations, far from f16's range limits), the
@@ -18,6 +23,7 @@
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::prelude::*;
 use half::f16;
@@ -26,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::write_atomic;
 use super::{BatchSource, SourceBatch, TrainConfig, TrainError, TrainObserver};
-use crate::data::augment::ImageLoader;
+use crate::data::augment::{ImageLoader, LoaderConfig, Pipeline};
 use crate::data::images::ImageDataset;
 use crate::models::backbone::CacheDtype;
 use crate::models::Backbone;
@@ -100,9 +106,10 @@ impl Digest {
 fn cache_key(cfg: &TrainConfig, frozen: usize, dataset: &ImageDataset) -> String {
     let mut d = Digest::new();
     d.bytes(env!("CARGO_PKG_VERSION").as_bytes());
-    d.bytes(&cfg.train.seed.to_le_bytes());
-    d.bytes(&(frozen as u64).to_le_bytes());
     let b = cfg.backbone.clone().unwrap_or_default();
+    // The views are drawn from the views seed; which view an epoch shows is not cached.
+    d.bytes(&b.views_seed.unwrap_or(cfg.train.seed).to_le_bytes());
+    d.bytes(&(frozen as u64).to_le_bytes());
     // Settings that change the frozen stages' values; train_stages enters through `frozen`,
     // and the learning rates, losses and epochs do not matter.
     let settings = serde_json::json!({
@@ -120,13 +127,63 @@ fn cache_key(cfg: &TrainConfig, frozen: usize, dataset: &ImageDataset) -> String
     d.hex()
 }
 
+/// The key of a validation cache: the frozen stages' settings and weights, the evaluation
+/// pipeline (`[images]`) and the images; neither the seed nor the views matter.
+fn eval_key(cfg: &TrainConfig, frozen: usize, dataset: &ImageDataset) -> String {
+    let mut d = Digest::new();
+    d.bytes(env!("CARGO_PKG_VERSION").as_bytes());
+    d.bytes(b"eval");
+    d.bytes(&(frozen as u64).to_le_bytes());
+    let b = cfg.backbone.clone().unwrap_or_default();
+    let settings = serde_json::json!({
+        "arch": b.arch, "weights": b.weights, "width": b.width, "images": cfg.images,
+    });
+    d.bytes(settings.to_string().as_bytes());
+    if let Some(w) = &b.weights {
+        d.file(w);
+    }
+    d.bytes(&(dataset.len() as u64).to_le_bytes());
+    for p in &dataset.paths {
+        d.file(p);
+    }
+    d.hex()
+}
+
+/// The first `frozen` stages of a decoded batch (`expected` images), read back as f32.
+fn frozen_outputs(
+    backbone: &Backbone,
+    frozen: usize,
+    data: Vec<f32>,
+    shape: [usize; 4],
+    expected: usize,
+    inner: &Device,
+) -> Result<(Vec<f32>, [usize; 4]), TrainError> {
+    if shape[0] != expected {
+        return Err(TrainError::Config(
+            "the trunk cache needs every image to decode (images.skip_bad skipped one)".into(),
+        ));
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(data, shape), inner);
+    let y = backbone.forward_frozen(x, frozen);
+    let dims = y.dims();
+    let v = y
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| TrainError::Io(format!("trunk readback: {e:?}")))?;
+    Ok((v, dims))
+}
+
 fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Io(format!("{}: {e}", path.display()))
 }
 
+/// Computes the frozen stages' outputs of a batch of dataset indices for one view.
+type Produce<'a> = dyn FnMut(&[usize], u64) -> Result<(Vec<f32>, [usize; 4]), TrainError> + 'a;
+
 impl TrunkCache {
-    /// Opens the cache in `dir` if it is complete and its key matches this run, else builds
-    /// it, reporting its size first through `observer.note` and its progress through
+    /// Opens the training cache in `dir` if it is complete and its key matches this run, else
+    /// builds it, reporting its size first through `observer.note` and its progress through
     /// `observer.work`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn open_or_build(
@@ -139,72 +196,136 @@ impl TrunkCache {
         device: &Device,
         observer: &mut dyn TrainObserver,
     ) -> Result<Self, TrainError> {
-        let views = loader.views();
-        let key = cache_key(cfg, frozen, dataset);
         let dtype = cfg
             .backbone
             .as_ref()
             .map(|b| b.cache_dtype)
             .unwrap_or_default();
-        let values = dir.join(format!("trunk.{}", dtype.name()));
+        let inner = device.clone().without_autodiff();
+        let backbone = backbone.clone();
+        let mut run = |batch: &[usize], view: u64| {
+            let b = loader.load_view(view, batch)?;
+            frozen_outputs(&backbone, frozen, b.data, b.shape, batch.len(), &inner)
+        };
+        Self::open_or_build_with(
+            dir,
+            "trunk",
+            cache_key(cfg, frozen, dataset),
+            dtype,
+            dataset.len(),
+            loader.views(),
+            frozen,
+            cfg.train.seed,
+            &mut run,
+            observer,
+        )
+    }
+
+    /// The frozen stages' outputs of the validation images `dataset` under the evaluation
+    /// pipeline (one deterministic view, stored as f32 so that validation through the cache
+    /// gives the uncached embeddings), in `dir`, named `name` (`val`, `query`, `gallery`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_or_build_eval(
+        dir: &Path,
+        name: &str,
+        backbone: &Backbone,
+        frozen: usize,
+        dataset: &Arc<ImageDataset>,
+        pipeline: Pipeline,
+        loader: LoaderConfig,
+        cfg: &TrainConfig,
+        device: &Device,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Self, TrainError> {
+        let loader = ImageLoader::new(dataset.clone(), pipeline, loader)?;
+        let inner = device.clone().without_autodiff();
+        let backbone = backbone.clone();
+        let mut run = |batch: &[usize], _view: u64| {
+            let b = loader.load_view(0, batch)?;
+            frozen_outputs(&backbone, frozen, b.data, b.shape, batch.len(), &inner)
+        };
+        Self::open_or_build_with(
+            dir,
+            name,
+            eval_key(cfg, frozen, dataset),
+            CacheDtype::F32,
+            dataset.len(),
+            1,
+            frozen,
+            0,
+            &mut run,
+            observer,
+        )
+    }
+
+    /// Opens `<dir>/<name>.<dtype>` if its manifest `<dir>/<name>.json` holds `key`, else builds
+    /// it from `produce`, `n` images × `views` views.
+    #[allow(clippy::too_many_arguments)]
+    fn open_or_build_with(
+        dir: &Path,
+        name: &str,
+        key: String,
+        dtype: CacheDtype,
+        n: usize,
+        views: u64,
+        stages: usize,
+        seed: u64,
+        produce: &mut Produce<'_>,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Self, TrainError> {
+        let label = if name == "trunk" {
+            "trunk cache".to_string()
+        } else {
+            format!("trunk cache ({name})")
+        };
+        let values = dir.join(format!("{name}.{}", dtype.name()));
         let size = dtype.size() as u64;
-        let manifest_path = dir.join("manifest.json");
+        let manifest_path = dir.join(if name == "trunk" {
+            "manifest.json".to_string()
+        } else {
+            format!("{name}.json")
+        });
         if let Some(m) = read_manifest(&manifest_path) {
             let len = std::fs::metadata(&values).map(|m| m.len()).ok();
             if m.key == key && m.format == FORMAT && m.version == VERSION && len == Some(m.bytes) {
                 observer.note(&format!(
-                    "trunk cache: reusing {} ({:.2} GiB)",
+                    "{label}: reusing {} ({:.2} GiB)",
                     values.display(),
                     m.bytes as f64 / (1u64 << 30) as f64
                 ));
-                return Self::map(&values, m, cfg.train.seed);
+                return Self::map(&values, m, seed);
             }
-            observer
-                .note("trunk cache: the config or the data changed since it was built; rebuilding");
+            observer.note(&format!(
+                "{label}: the config or the data changed since it was built; rebuilding"
+            ));
         }
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         // The manifest goes first, so that a cache interrupted while rebuilding is not reused.
         let _ = std::fs::remove_file(&manifest_path);
-        let n = dataset.len();
-        let inner = device.clone().without_autodiff();
-        let backbone = backbone.clone();
-        let run = |batch: &[usize], view: u64| -> Result<(Vec<f32>, [usize; 4]), TrainError> {
-            let b = loader.load_view(view, batch)?;
-            if b.indices.len() != batch.len() {
-                return Err(TrainError::Config(
-                    "the trunk cache needs every training image to decode (images.skip_bad skipped one)"
-                        .into(),
-                ));
-            }
-            let x = Tensor::<4>::from_data(TensorData::new(b.data, b.shape), &inner);
-            let y = backbone.forward_frozen(x, frozen);
-            let dims = y.dims();
-            let v = y
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| TrainError::Io(format!("trunk readback: {e:?}")))?;
-            Ok((v, dims))
-        };
-        let (_, [_, c, h, w]) = run(&[0], 0)?;
+        let (_, [_, c, h, w]) = produce(&[0], 0)?;
         let item = c * h * w;
         let bytes = (n as u64) * views * (item as u64) * size;
         observer.note(&format!(
-            "trunk cache: {n} images × {views} views × {c}×{h}×{w} {} = {:.2} GiB in {}",
+            "{label}: {n} images × {views} views × {c}×{h}×{w} {} = {:.2} GiB in {}",
             dtype.name(),
             bytes as f64 / (1u64 << 30) as f64,
             values.display()
         ));
-        let partial = dir.join(format!("trunk.{}.partial", dtype.name()));
+        // A per-process name: runs sharing `dir` never write into one another's partial file.
+        let partial = dir.join(format!(
+            "{name}.{}.partial-{}",
+            dtype.name(),
+            std::process::id()
+        ));
         let mut f = std::fs::File::create(&partial).map_err(|e| io_err(&partial, e))?;
         f.set_len(bytes).map_err(|e| io_err(&partial, e))?;
         let total = n * views as usize;
         let mut done = 0;
         let mut buf = Vec::with_capacity(item * size as usize);
+        let all: Vec<usize> = (0..n).collect();
         for view in 0..views {
-            let all: Vec<usize> = (0..n).collect();
             for batch in all.chunks(BUILD_BATCH) {
-                let (v, _) = run(batch, view)?;
+                let (v, _) = produce(batch, view)?;
                 for (row, &i) in batch.iter().enumerate() {
                     buf.clear();
                     for &x in &v[row * item..(row + 1) * item] {
@@ -221,7 +342,7 @@ impl TrunkCache {
                         .map_err(|e| io_err(&partial, e))?;
                 }
                 done += batch.len();
-                observer.work("trunk cache", done, total);
+                observer.work(&label, done, total);
             }
         }
         f.sync_all().map_err(|e| io_err(&partial, e))?;
@@ -234,19 +355,19 @@ impl TrunkCache {
             images: n,
             views,
             dtype,
-            stages: frozen,
+            stages,
             shape: [c, h, w],
             bytes,
         };
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
         write_atomic(&manifest_path, text.as_bytes())?;
-        Self::map(&values, manifest, cfg.train.seed)
+        Self::map(&values, manifest, seed)
     }
 
     fn map(path: &Path, manifest: Manifest, seed: u64) -> Result<Self, TrainError> {
         let f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-        // SAFETY: the file is private to the run folder and only ever replaced by rename, never
-        // written in place, so the mapped bytes do not change while mapped.
+        // SAFETY: the file is only ever replaced by rename, never written in place (builders
+        // write a per-process partial file), so the mapped bytes do not change while mapped.
         let map = unsafe { Mmap::map(&f) }.map_err(|e| io_err(path, e))?;
         if map.len() as u64 != manifest.bytes {
             return Err(io_err(path, "truncated trunk cache"));
@@ -256,6 +377,26 @@ impl TrunkCache {
             manifest,
             seed,
         })
+    }
+
+    /// Images in the cache.
+    pub(crate) fn len(&self) -> usize {
+        self.manifest.images
+    }
+
+    /// Frozen stages the values went through.
+    pub(crate) fn stages(&self) -> usize {
+        self.manifest.stages
+    }
+
+    /// View 0 of the images `indices` as one `len × c × h × w` batch (what validation reads).
+    pub(crate) fn batch(&self, indices: &[usize]) -> (Vec<f32>, [usize; 4]) {
+        let [c, h, w] = self.manifest.shape;
+        let mut data = Vec::with_capacity(indices.len() * self.item_len());
+        for &i in indices {
+            self.read(i, 0, &mut data);
+        }
+        (data, [indices.len(), c, h, w])
     }
 
     fn item_len(&self) -> usize {
