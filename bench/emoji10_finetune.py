@@ -30,6 +30,8 @@ Standard library only; SIMLEARN_BIN overrides the binary (default target/release
 import argparse, json, os, statistics, subprocess, sys, time
 from pathlib import Path
 
+from emoji10_heads import HEAD, METRICS, summary  # the heads benchmark's metrics and seed interval
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("SIMLEARN_BIN", ROOT / "target" / "release" / "simlearn"))
 WEIGHTS = "crates/simlearn/tests/fixtures/weights/efficientnet-lite0-57934424.pth"
@@ -42,9 +44,6 @@ METHODS = {
     "contextual_no_ctx": ('name = "contextual"\nlambda = 0.0               # ablation: no contextual term',
                           "hybrid without the contextual term (ablation)"),
 }
-METRICS = ["recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r"]
-HEAD = ["R@1", "R@2", "R@4", "R@8", "MAP@R"]
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def config(method, lr, epochs, seed, eval_every, tune, a, cache_dir):
@@ -112,13 +111,6 @@ def train(text, run_dir, log):
         raise SystemExit(f"simlearn train failed for {cfg}")
     recs = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
     return recs, time.time() - t
-
-
-def summary(values):
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, None
-    return m, T975[len(values) - 1] * statistics.stdev(values) / len(values) ** 0.5
 
 
 def fmt(mean, h):

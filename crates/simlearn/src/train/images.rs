@@ -296,23 +296,39 @@ pub fn embed_images(
         if let Some(h) = head {
             y = h.forward(y);
         }
-        let values = y
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| TrainError::Io(format!("embedding readback: {e:?}")))?;
-        if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-            return Err(TrainError::Data(DataError::Invalid(format!(
-                "{}: the backbone produced a non-finite value (check the weights file)",
-                batch_path(&loader, &batch.indices, bad / dim.max(1))
-            ))));
-        }
-        out.extend(values);
+        out.extend(embedding_values(
+            y,
+            dim,
+            |row| batch_path(&loader, &batch.indices, row),
+            "the backbone produced a non-finite value (check the weights file)",
+        )?);
         rows.extend(&batch.indices);
         progress(rows.len(), n);
     }
     let m = Matrix::new(rows.len(), dim, out).map_err(|e| TrainError::Io(e.to_string()))?;
     Ok((m, rows))
+}
+
+/// The rows of `y` (`dim` wide) read back, or an error naming the first row with a non-finite
+/// value (`name(row)`: its image) and `problem`.
+fn embedding_values(
+    y: Tensor<2>,
+    dim: usize,
+    name: impl Fn(usize) -> String,
+    problem: &str,
+) -> Result<Vec<f32>, TrainError> {
+    let values = y
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| TrainError::Io(format!("embedding readback: {e:?}")))?;
+    if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+        return Err(TrainError::Data(DataError::Invalid(format!(
+            "{}: {problem}",
+            name(bad / dim.max(1))
+        ))));
+    }
+    Ok(values)
 }
 
 fn batch_path(_loader: &ImageLoader, indices: &[usize], row: usize) -> String {
@@ -583,20 +599,12 @@ fn validate_cached(
                     .backbone
                     .forward_stages(x, frozen..model.backbone.num_stages()),
             );
-            let values = model
-                .head
-                .forward(features)
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| TrainError::Io(format!("embedding readback: {e:?}")))?;
-            if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-                return Err(TrainError::Data(DataError::Invalid(format!(
-                    "{}: the model produced a non-finite embedding",
-                    d.paths[batch[bad / dim.max(1)]].display()
-                ))));
-            }
-            out.extend(values);
+            out.extend(embedding_values(
+                model.head.forward(features),
+                dim,
+                |row| d.paths[batch[row]].display().to_string(),
+                "the model produced a non-finite embedding",
+            )?);
         }
         let m = Matrix::new(n, dim, out).map_err(|e| TrainError::Io(e.to_string()))?;
         Ok((m, d.class_labels()?.to_vec()))

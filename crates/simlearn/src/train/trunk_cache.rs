@@ -103,41 +103,29 @@ impl Digest {
     }
 }
 
-fn cache_key(cfg: &TrainConfig, frozen: usize, dataset: &ImageDataset) -> String {
+/// Digest of everything the frozen stages' outputs of `dataset` depend on: the simlearn
+/// version, the frozen stage count, the backbone settings and weight file, `[images]` and every
+/// image (path, size, modification time). The training cache (`train`) adds the views seed, the
+/// views and the storage; a validation cache (evaluation pipeline, f32) depends on none of them.
+/// The learning rates, losses and epochs never matter.
+fn cache_key(cfg: &TrainConfig, frozen: usize, dataset: &ImageDataset, train: bool) -> String {
     let mut d = Digest::new();
     d.bytes(env!("CARGO_PKG_VERSION").as_bytes());
     let b = cfg.backbone.clone().unwrap_or_default();
-    // The views are drawn from the views seed; which view an epoch shows is not cached.
-    d.bytes(&b.views_seed.unwrap_or(cfg.train.seed).to_le_bytes());
-    d.bytes(&(frozen as u64).to_le_bytes());
-    // Settings that change the frozen stages' values; train_stages enters through `frozen`,
-    // and the learning rates, losses and epochs do not matter.
-    let settings = serde_json::json!({
-        "arch": b.arch, "weights": b.weights, "width": b.width, "views": b.views,
-        "dtype": b.cache_dtype, "images": cfg.images,
-    });
-    d.bytes(settings.to_string().as_bytes());
-    if let Some(w) = &b.weights {
-        d.file(w);
+    if train {
+        // The views are drawn from the views seed; which view an epoch shows is not cached.
+        d.bytes(&b.views_seed.unwrap_or(cfg.train.seed).to_le_bytes());
+    } else {
+        d.bytes(b"eval");
     }
-    d.bytes(&(dataset.len() as u64).to_le_bytes());
-    for p in &dataset.paths {
-        d.file(p);
-    }
-    d.hex()
-}
-
-/// The key of a validation cache: the frozen stages' settings and weights, the evaluation
-/// pipeline (`[images]`) and the images; neither the seed nor the views matter.
-fn eval_key(cfg: &TrainConfig, frozen: usize, dataset: &ImageDataset) -> String {
-    let mut d = Digest::new();
-    d.bytes(env!("CARGO_PKG_VERSION").as_bytes());
-    d.bytes(b"eval");
     d.bytes(&(frozen as u64).to_le_bytes());
-    let b = cfg.backbone.clone().unwrap_or_default();
-    let settings = serde_json::json!({
+    let mut settings = serde_json::json!({
         "arch": b.arch, "weights": b.weights, "width": b.width, "images": cfg.images,
     });
+    if train {
+        settings["views"] = serde_json::json!(b.views);
+        settings["dtype"] = serde_json::json!(b.cache_dtype);
+    }
     d.bytes(settings.to_string().as_bytes());
     if let Some(w) = &b.weights {
         d.file(w);
@@ -210,7 +198,7 @@ impl TrunkCache {
         Self::open_or_build_with(
             dir,
             "trunk",
-            cache_key(cfg, frozen, dataset),
+            cache_key(cfg, frozen, dataset, true),
             dtype,
             dataset.len(),
             loader.views(),
@@ -247,7 +235,7 @@ impl TrunkCache {
         Self::open_or_build_with(
             dir,
             name,
-            eval_key(cfg, frozen, dataset),
+            cache_key(cfg, frozen, dataset, false),
             CacheDtype::F32,
             dataset.len(),
             1,
