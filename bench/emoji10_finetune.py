@@ -46,17 +46,21 @@ METHODS = {
 }
 
 
-def config(method, lr, epochs, seed, eval_every, tune, a, cache_dir):
-    val = "" if tune else 'val_root = "data/emoji10/test"   # the 529 held-out classes, evaluated once (last epoch)\n'
+def config(method, lr, epochs, seed, eval_every, tune, a, cache_dir, lists=None, tries=5, note=""):
+    """`lists`: (train list, test list) files of `path label` lines relative to data/emoji10 (the robustness
+    benchmark's corrupted training sets) instead of the folders; `tries`: passes of the m-per-class sampler."""
+    if lists:
+        data = f'layout = "list"\nroot = "data/emoji10"\nlist = "{lists[0]}"\nval_list = "{lists[1]}"\n'
+    else:
+        val = "" if tune else 'val_root = "data/emoji10/test"   # the 529 held-out classes, evaluated once (last epoch)\n'
+        data = f'layout = "folder"\nroot = "data/emoji10/train"\n{val}'
     batches = 40 if tune else 80
-    return f"""# Emoji-10 fine-tuning comparison (bench/emoji10_finetune.py): {METHODS[method][1]}.
+    return f"""# Emoji-10 fine-tuning (bench/emoji10_finetune.py): {METHODS[method][1]}{note}.
 [data]
 source = "images"
 
 [images]
-layout = "folder"
-root = "data/emoji10/train"
-{val}size = 96
+{data}size = 96
 min_scale = 0.16
 flip = 0.5
 resize = 96
@@ -83,7 +87,7 @@ output_dim = 512
 [sampler]
 batch_size = 64
 samples_per_class = 4
-tries = 5
+tries = {tries}
 max_batches = {batches}
 
 [optim]

@@ -544,11 +544,6 @@ fn write_report<'a>(
     let runs = names
         .map(|n| ReportRun::load(&out.join(n), test.clone(), device))
         .collect::<Result<Vec<_>, _>>()?;
-    let files = render(
-        &runs,
-        &out.join("report"),
-        &ReportOptions::default(),
-        device,
-    )?;
+    let files = render(&runs, &out.join("report"), &ReportOptions::default())?;
     Ok(files.index)
 }

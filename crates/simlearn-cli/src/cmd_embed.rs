@@ -12,8 +12,9 @@ use simlearn::data::images::ImageDataset;
 use simlearn::data::Labels;
 use simlearn::models::backbone::{Architecture, BatchNormMode, Pooling};
 use simlearn::models::{BackboneConfig, EmbeddingHead};
-use simlearn::train::checkpoint::{load_module, load_safetensors};
-use simlearn::train::images::{embed_images, ImageLayout, ImagesSection, NormalizeName};
+use simlearn::train::images::{
+    embed_images, load_image_run, ImageLayout, ImageModel, ImagesSection, NormalizeName,
+};
 use simlearn::train::TrainConfig;
 use simlearn_eval::io::{write_npy_f32, write_npy_i64};
 use simlearn_eval::Matrix;
@@ -213,22 +214,7 @@ pub(crate) fn load_run(dir: &Path, device: &Device) -> Result<LoadedRun> {
         );
     }
     let bcfg = cfg.backbone.clone().unwrap_or_default();
-    let which = if dir.join("backbone-best.safetensors").exists() {
-        "best"
-    } else {
-        "last"
-    };
-    let backbone = BackboneConfig {
-        weights: Some(dir.join(format!("backbone-{which}.safetensors"))),
-        ..bcfg.clone()
-    }
-    .init(None, device)?;
-    let head = cfg
-        .model
-        .init(cfg.train.seed, device)
-        .map_err(anyhow::Error::msg)?;
-    let (tensors, _) = load_safetensors(&dir.join(format!("{which}.safetensors")))?;
-    let head = load_module(head, &tensors, "head.")?;
+    let ImageModel { backbone, head } = load_image_run(dir, &cfg, device)?;
     let images = cfg.images.unwrap_or_default();
     let normalize = images
         .normalize

@@ -10,7 +10,7 @@ use simlearn::report::{read_run_config, render, ReportOptions, ReportRun};
 /// bootstrap intervals and paired differences) of trained run folders.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run folders written by `simlearn train` or `simlearn demo`.
+    /// Run folders written by `simlearn train` (head or image fine-tuning runs) or `simlearn demo`.
     #[arg(required = true)]
     runs: Vec<PathBuf>,
     /// Output folder: index.html, one .svg per figure, report.json.
@@ -32,6 +32,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut runs = Vec::with_capacity(args.runs.len());
     for dir in &args.runs {
         let cfg = read_run_config(dir)?;
+        if cfg.data.source == "images" {
+            // Fine-tuned backbone + head: the run's validation images are the test set.
+            let mut bars = crate::progress::TrainBars::new("report", 0, false);
+            runs.push(ReportRun::load_images(dir, &device, &mut bars)?);
+            continue;
+        }
         // The test set is the run's validation data, reloaded exactly as `simlearn train` did.
         let (_, val) = crate::cmd_train::load_data(&cfg)
             .with_context(|| format!("{}: loading the data of config.toml", dir.display()))?;
@@ -49,7 +55,7 @@ pub fn run(args: Args) -> Result<()> {
         top_k: args.top_k,
         ..ReportOptions::default()
     };
-    let files = render(&runs, &args.out, &opts, &device)?;
+    let files = render(&runs, &args.out, &opts)?;
     println!("report: {}", files.index.display());
     println!("numbers: {}", files.json.display());
     println!("figures: {}", files.figures.len());

@@ -421,3 +421,126 @@ fn partial_fine_tuning_config_errors_name_the_key() {
         assert!(e.contains(key), "{extra}: {e}");
     }
 }
+
+#[test]
+fn report_of_image_runs_equals_their_validation_and_pairs_them() {
+    use simlearn::report::{render, ReportOptions, ReportRun};
+    let root = temp_dir("data-report");
+    write_folder(&root, 8, 4);
+    let extra = "train_stages = 2\nviews = 2";
+    let mut runs = Vec::new();
+    let mut wanted = Vec::new();
+    for (name, backbone) in [
+        ("plain", extra.to_string()),
+        (
+            "cached",
+            format!("{extra}\ncache = true\ncache_dtype = \"f32\""),
+        ),
+    ] {
+        let out = temp_dir(&format!("run-report-{name}"));
+        let r = train_images(&config(&root, 2, &backbone), Some(&out), false, &mut Silent).unwrap();
+        let best = r.best_epoch.expect("validated every epoch");
+        wanted.push(r.history[best].validation.clone().unwrap());
+        let mut notes = Notes::default();
+        let run = ReportRun::load_images(&out, &burn::prelude::Device::flex(), &mut notes).unwrap();
+        if name == "cached" {
+            // The report embeds from the run's validation cache, as its validation did.
+            assert!(
+                notes.0.iter().any(|n| n.contains("reusing")),
+                "{:?}",
+                notes.0
+            );
+        }
+        assert_eq!(run.test_paths.as_ref().map(Vec::len), Some(16));
+        assert_eq!(run.trained_embeddings.rows(), 16);
+        assert_ne!(run.trained_embeddings, run.untrained_embeddings);
+        runs.push(run);
+    }
+    let out = temp_dir("report-images");
+    let opts = ReportOptions {
+        queries: 2,
+        top_k: 3,
+        ..ReportOptions::default()
+    };
+    let files = render(&runs, &out, &opts).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&files.json).unwrap()).unwrap();
+    for (i, want) in wanted.iter().enumerate() {
+        let metrics = json["runs"][i]["metrics"].as_array().unwrap();
+        let mut matched = 0;
+        for m in metrics {
+            let name = m["name"].as_str().unwrap();
+            if let Some(v) = want.get(name) {
+                let got = m["value"].as_f64().unwrap();
+                assert!(
+                    (got - v).abs() <= 1e-6,
+                    "run {i} {name}: report {got} vs validation {v}"
+                );
+                matched += 1;
+            }
+        }
+        assert!(
+            matched >= 4,
+            "run {i}: {matched} metrics matched: {metrics:?}"
+        );
+        assert!(m_ci(&metrics[0]), "run {i}: no interval: {:?}", metrics[0]);
+    }
+    // Same images and labels: one test set, one paired comparison.
+    assert_eq!(json["runs"][1]["test_set"].as_u64(), Some(0));
+    assert_eq!(json["comparisons"].as_array().unwrap().len(), 1);
+    // Retrieval grids are drawn from the image files.
+    let grids: Vec<PathBuf> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("-retrieval-random.svg"))
+        .collect();
+    assert_eq!(grids.len(), 2, "{grids:?}");
+    for g in grids {
+        assert!(fs::read_to_string(&g)
+            .unwrap()
+            .contains("data:image/png;base64,"));
+    }
+}
+
+fn m_ci(m: &serde_json::Value) -> bool {
+    m["ci"].as_array().is_some_and(|c| c.len() == 2)
+}
+
+#[test]
+fn a_list_of_the_same_images_reuses_the_folder_cache_and_a_new_label_does_not_matter() {
+    let root = temp_dir("data-listcache");
+    write_folder(&root, 8, 4);
+    let extra = "train_stages = 1\nviews = 2\ncache = true";
+    let out = temp_dir("run-listcache-folder");
+    train_images(&config(&root, 1, extra), Some(&out), false, &mut Silent).unwrap();
+    // The same images in the same order as a list file, one training label changed (a label
+    // flip, as the robustness benchmark makes): the frozen stages' outputs are unchanged.
+    let mut lines = Vec::new();
+    for c in 0..8 {
+        for i in 0..4 {
+            let label = if c == 0 && i == 0 { 1 } else { c };
+            lines.push(format!("class{c:02}/{i}.png {label}"));
+        }
+    }
+    let list = root.join("all.txt");
+    fs::write(&list, lines.join("\n")).unwrap();
+    let mut cfg = config(&root, 1, extra);
+    let images = cfg.images.as_mut().unwrap();
+    images.layout = simlearn::train::images::ImageLayout::List;
+    images.list = Some(list);
+    cfg.backbone.as_mut().unwrap().cache_dir = Some(out.join("trunk-cache"));
+    let mut notes = Notes::default();
+    let out2 = temp_dir("run-listcache-list");
+    train_images(&cfg, Some(&out2), false, &mut notes).unwrap();
+    assert_eq!(
+        notes.0.iter().filter(|n| n.contains("reusing")).count(),
+        2,
+        "{:?}",
+        notes.0
+    );
+    assert!(
+        !notes.0.iter().any(|n| n.contains("rebuilding")),
+        "{:?}",
+        notes.0
+    );
+}

@@ -210,7 +210,7 @@ fn class_report_of_two_trained_runs() {
     }
     assert_eq!(runs[0].history.len(), 2);
     let out = root.join("report");
-    let files = render(&runs, &out, &small_options(), &device).unwrap();
+    let files = render(&runs, &out, &small_options()).unwrap();
     let html = std::fs::read_to_string(&files.index).unwrap();
     for id in [
         "runs",
@@ -379,7 +379,7 @@ select_metric = "ndcg_at_10"
     let device = Device::flex();
     let runs = vec![ReportRun::load(&dir, test.clone(), &device).unwrap()];
     let out = root.join("report");
-    let files = render(&runs, &out, &small_options(), &device).unwrap();
+    let files = render(&runs, &out, &small_options()).unwrap();
     let html = std::fs::read_to_string(&files.index).unwrap();
     for id in [
         "results",
@@ -458,7 +458,7 @@ fn bad_inputs_are_one_line_errors() {
         "{msg}"
     );
 
-    let e = render(&[], &root.join("out"), &ReportOptions::default(), &device)
+    let e = render(&[], &root.join("out"), &ReportOptions::default())
         .err()
         .unwrap();
     assert!(e.to_string().contains("no run folder"));
@@ -536,7 +536,7 @@ eval_every = 2
     let device = Device::flex();
     let run = ReportRun::load(&dir, data.clone(), &device).unwrap();
     let out = root.join("report");
-    let files = render(&[run], &out, &small_options(), &device).unwrap();
+    let files = render(&[run], &out, &small_options()).unwrap();
     let html = std::fs::read_to_string(&files.index).unwrap();
     assert!(
         html.contains("id=\"retrieval\""),
@@ -568,7 +568,7 @@ eval_every = 2
     std::fs::write(root.join("feats_paths.txt"), "one.png\n").unwrap();
     let run = ReportRun::load(&dir, data, &device).unwrap();
     let out2 = root.join("report2");
-    let files = render(&[run], &out2, &small_options(), &device).unwrap();
+    let files = render(&[run], &out2, &small_options()).unwrap();
     assert_eq!(files.figures.len(), 4);
     let html = std::fs::read_to_string(&files.index).unwrap();
     assert!(

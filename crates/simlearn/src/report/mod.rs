@@ -26,6 +26,10 @@
 //!    `report.json` ([`simlearn_eval::verification`]; no intervals). A test set without
 //!    same-class or without different-class pairs gets a warning instead.
 //!
+//! Image fine-tuning runs ([`ReportRun::load_images`]) are reported on their validation images,
+//! embedded by the initial backbone with the untrained head and by the trained backbone + head
+//! ([`crate::train::images::embed_validation`]); their grids show thumbnails of the images.
+//!
 //! Evaluation follows the trainer's validation: class labels leave-one-out with cosine
 //! similarity and the run's `eval.ks`; continuous labels leave-one-out with squared Euclidean
 //! ranking and the run's label distance ([`ContinuousConfig::default`] cut-offs).
@@ -48,8 +52,8 @@ use simlearn_eval::{
 };
 
 use crate::data::{FeatureDataset, Labels};
-use crate::models::EmbeddingHead;
-use crate::train::{embed, load_run_head, EpochRecord, TrainConfig};
+use crate::train::images::embed_validation;
+use crate::train::{embed, load_run_head, EpochRecord, TrainConfig, TrainObserver};
 use grid::{escape, retrieval_grid_svg_with, GridCell, GridImages, GridRow};
 use plot::{Series, PALETTE};
 use stats::{
@@ -128,12 +132,16 @@ pub struct ReportRun {
     pub config: TrainConfig,
     /// Its `metrics.jsonl`.
     pub history: Vec<EpochRecord>,
-    /// The head before training (same seed as the run).
-    pub untrained: EmbeddingHead,
-    /// The trained head.
-    pub trained: EmbeddingHead,
-    /// The evaluation set (the run's validation/test data).
+    /// The evaluation set (the run's validation/test data): the head's input features of a
+    /// feature run; for an image run, its labels with a zero-column feature matrix.
     pub test: FeatureDataset,
+    /// Image runs: the image file of every test row (retrieval-grid thumbnails, and with the
+    /// labels what makes two runs' test sets the same).
+    pub test_paths: Option<Vec<PathBuf>>,
+    /// Test-set embeddings of the untrained model (same seed as the run).
+    pub untrained_embeddings: Matrix,
+    /// Test-set embeddings of the trained model (`best`, else `last`).
+    pub trained_embeddings: Matrix,
     /// `best_epoch` from `state.json`, 0-based, when present.
     pub best_epoch: Option<usize>,
 }
@@ -225,10 +233,9 @@ pub fn image_paths(config: &TrainConfig, n: usize) -> Result<Option<Vec<PathBuf>
 
 impl ReportRun {
     /// Loads the run folder `dir` (config, metrics, untrained and trained heads) with `test`
-    /// as its evaluation set.
+    /// as its evaluation set, and embeds it with both heads.
     pub fn load(dir: &Path, test: FeatureDataset, device: &Device) -> Result<Self, ReportError> {
         let config = read_run_config(dir)?;
-        let history = read_metrics(&dir.join("metrics.jsonl"))?;
         if config.model.input_dim != test.dim() {
             return Err(ReportError::Run(format!(
                 "{}: model.input_dim is {} but the test features have {} columns",
@@ -243,6 +250,46 @@ impl ReportRun {
             .map_err(|e| ReportError::Run(format!("{}: {e}", dir.join("config.toml").display())))?;
         let trained = load_run_head(dir, device)
             .map_err(|e| ReportError::Run(format!("{}: {e}", dir.display())))?;
+        let untrained_embeddings = embed(&untrained, &test.features, device);
+        let trained_embeddings = embed(&trained, &test.features, device);
+        Self::assemble(
+            dir,
+            config,
+            test,
+            None,
+            untrained_embeddings,
+            trained_embeddings,
+        )
+    }
+
+    /// Loads an image fine-tuning run folder (`data.source = "images"`): its validation images
+    /// embedded by the model before training and by the trained backbone + head
+    /// ([`embed_validation`]; from the frozen-stage cache when the run used one).
+    pub fn load_images(
+        dir: &Path,
+        device: &Device,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Self, ReportError> {
+        let config = read_run_config(dir)?;
+        let v = embed_validation(dir, &config, device, observer)
+            .map_err(|e| ReportError::Run(format!("{}: {e}", dir.display())))?;
+        let n = v.labels.len();
+        let test = FeatureDataset {
+            features: Matrix::new(n, 0, Vec::new()).map_err(|e| ReportError::Run(e.to_string()))?,
+            labels: Labels::Class(v.labels),
+        };
+        Self::assemble(dir, config, test, Some(v.paths), v.untrained, v.trained)
+    }
+
+    fn assemble(
+        dir: &Path,
+        config: TrainConfig,
+        test: FeatureDataset,
+        test_paths: Option<Vec<PathBuf>>,
+        untrained_embeddings: Matrix,
+        trained_embeddings: Matrix,
+    ) -> Result<Self, ReportError> {
+        let history = read_metrics(&dir.join("metrics.jsonl"))?;
         let best_epoch = std::fs::read_to_string(dir.join("state.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
@@ -258,9 +305,10 @@ impl ReportRun {
             dir: dir.to_path_buf(),
             config,
             history,
-            untrained,
-            trained,
             test,
+            test_paths,
+            untrained_embeddings,
+            trained_embeddings,
             best_epoch,
         })
     }
@@ -415,7 +463,6 @@ pub struct ReportSummary {
 
 /// What one run's evaluation produced, kept for the pairwise comparisons and the page.
 struct Evaluated {
-    trained_emb: Matrix,
     summary: RunSummary,
     /// Figure files (relative to the report folder) per page section.
     curves: String,
@@ -546,12 +593,10 @@ fn evaluate_run(
     index: usize,
     out: &Path,
     opts: &ReportOptions,
-    device: &Device,
 ) -> Result<Evaluated, ReportError> {
     let prefix = format!("run{}-{}", index + 1, slug(&run.name));
     let err = eval_err(&run.name);
-    let trained_emb = embed(&run.trained, &run.test.features, device);
-    let untrained_emb = embed(&run.untrained, &run.test.features, device);
+    let (trained_emb, untrained_emb) = (&run.trained_embeddings, &run.untrained_embeddings);
     let n = run.test.len();
     if n < 2 {
         return Err(ReportError::Run(format!(
@@ -587,8 +632,8 @@ fn evaluate_run(
                 bootstrap: Some(opts.bootstrap),
                 ..EvalConfig::default()
             };
-            let rt = evaluate_classes(&trained_emb, labels, None, &cfg, None).map_err(&err)?;
-            let ru = evaluate_classes(&untrained_emb, labels, None, &cfg, None).map_err(&err)?;
+            let rt = evaluate_classes(trained_emb, labels, None, &cfg, None).map_err(&err)?;
+            let ru = evaluate_classes(untrained_emb, labels, None, &cfg, None).map_err(&err)?;
             warnings.extend(rt.warnings.iter().cloned());
             metric_name = "map_at_r".to_string();
             eval_rows = rt.evaluated_queries().to_vec();
@@ -599,7 +644,7 @@ fn evaluate_run(
             metrics = rt.metrics;
             untrained_metrics = ru.metrics;
             neigh = knn_leave_one_out(
-                &trained_emb,
+                trained_emb,
                 &KnnConfig {
                     k: top_k,
                     similarity: cfg.similarity,
@@ -629,8 +674,8 @@ fn evaluate_run(
                     Histogram::new(&q, -1.0, 1.0, opts.histogram_bins),
                 )
             };
-            let (up, un) = hist(&untrained_emb);
-            let (tp, tn) = hist(&trained_emb);
+            let (up, un) = hist(untrained_emb);
+            let (tp, tn) = hist(trained_emb);
             let file = format!("{prefix}-similarity.svg");
             let sub = if items.len() < n {
                 format!(" ({} of {n} test items)", items.len())
@@ -658,8 +703,8 @@ fn evaluate_run(
                 curve_step: 5e-3,
                 ..VerificationConfig::default()
             };
-            match verify(&trained_emb, labels, None, &vcfg)
-                .and_then(|t| Ok((t, verify(&untrained_emb, labels, None, &vcfg)?)))
+            match verify(trained_emb, labels, None, &vcfg)
+                .and_then(|t| Ok((t, verify(untrained_emb, labels, None, &vcfg)?)))
             {
                 Ok((t, u)) => {
                     for (kind, svg) in [
@@ -691,8 +736,8 @@ fn evaluate_run(
                 bootstrap: Some(opts.bootstrap),
                 ..ContinuousConfig::default()
             };
-            let rt = evaluate_continuous(&trained_emb, labels, None, &cfg, None).map_err(&err)?;
-            let ru = evaluate_continuous(&untrained_emb, labels, None, &cfg, None).map_err(&err)?;
+            let rt = evaluate_continuous(trained_emb, labels, None, &cfg, None).map_err(&err)?;
+            let ru = evaluate_continuous(untrained_emb, labels, None, &cfg, None).map_err(&err)?;
             warnings.extend(rt.warnings.iter().cloned());
             let ndcg = rt
                 .ndcg_ks
@@ -712,10 +757,10 @@ fn evaluate_run(
                 similarity: cfg.similarity,
                 ..KnnConfig::default()
             };
-            neigh = knn_leave_one_out(&trained_emb, &knn_cfg(top_k), None).map_err(&err)?;
+            neigh = knn_leave_one_out(trained_emb, &knn_cfg(top_k), None).map_err(&err)?;
             let rank_k = opts.rank_k.min(n - 1);
-            let nt = knn_leave_one_out(&trained_emb, &knn_cfg(rank_k), None).map_err(&err)?;
-            let nu = knn_leave_one_out(&untrained_emb, &knn_cfg(rank_k), None).map_err(&err)?;
+            let nt = knn_leave_one_out(trained_emb, &knn_cfg(rank_k), None).map_err(&err)?;
+            let nu = knn_leave_one_out(untrained_emb, &knn_cfg(rank_k), None).map_err(&err)?;
             let d = RankDistances {
                 trained: label_distance_by_rank(&nt, labels, &cfg.label_distance),
                 untrained: label_distance_by_rank(&nu, labels, &cfg.label_distance),
@@ -762,7 +807,9 @@ fn evaluate_run(
     }
 
     let mut grids = Vec::new();
-    let paths = if shape.is_none() {
+    let paths = if let Some(p) = &run.test_paths {
+        Some(p.clone())
+    } else if shape.is_none() {
         image_paths(&run.config, n).unwrap_or_else(|w| {
             warnings.push(w);
             None
@@ -854,7 +901,6 @@ fn evaluate_run(
         figures,
     };
     Ok(Evaluated {
-        trained_emb,
         summary,
         curves,
         histograms,
@@ -871,7 +917,6 @@ pub fn render(
     runs: &[ReportRun],
     out: &Path,
     opts: &ReportOptions,
-    device: &Device,
 ) -> Result<ReportFiles, ReportError> {
     if runs.is_empty() {
         return Err(ReportError::Options("no run folder given".into()));
@@ -897,7 +942,7 @@ pub fn render(
 
     let mut evaluated = Vec::with_capacity(runs.len());
     for (i, run) in runs.iter().enumerate() {
-        let mut e = evaluate_run(run, i, out, opts, device)?;
+        let mut e = evaluate_run(run, i, out, opts)?;
         if runs[..i].iter().any(|r| r.name == run.name) {
             e.summary.name = format!("{}#{}", run.name, i + 1);
         }
@@ -910,7 +955,9 @@ pub fn render(
     let mut leaders: Vec<usize> = Vec::new();
     for i in 0..runs.len() {
         let same = |j: usize| {
-            runs[j].test == runs[i].test && runs[j].label_distance() == runs[i].label_distance()
+            runs[j].test == runs[i].test
+                && runs[j].test_paths == runs[i].test_paths
+                && runs[j].label_distance() == runs[i].label_distance()
         };
         match leaders.iter().position(|&l| same(l)) {
             Some(g) => group_of[i] = g,
@@ -928,7 +975,7 @@ pub fn render(
             if group_of[a] != group_of[b] {
                 continue;
             }
-            let (ea, eb) = (&evaluated[a].trained_emb, &evaluated[b].trained_emb);
+            let (ea, eb) = (&runs[a].trained_embeddings, &runs[b].trained_embeddings);
             let names = format!(
                 "{} vs {}",
                 evaluated[a].summary.name, evaluated[b].summary.name

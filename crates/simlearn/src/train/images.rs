@@ -586,27 +586,7 @@ fn validate_cached(
     let inner_device = device.clone().without_autodiff();
     let model = model.valid();
     let embed = |cache: &TrunkCache, d: &ImageDataset| -> Result<(Matrix, Vec<i64>), TrainError> {
-        let frozen = cache.stages();
-        let n = cache.len();
-        let dim = model.head.output_dim();
-        let mut out = Vec::with_capacity(n * dim);
-        let all: Vec<usize> = (0..n).collect();
-        for batch in all.chunks(batch_size.max(1)) {
-            let (data, shape) = cache.batch(batch);
-            let x = Tensor::<4>::from_data(TensorData::new(data, shape), &inner_device);
-            let features = model.backbone.pool(
-                model
-                    .backbone
-                    .forward_stages(x, frozen..model.backbone.num_stages()),
-            );
-            out.extend(embedding_values(
-                model.head.forward(features),
-                dim,
-                |row| d.paths[batch[row]].display().to_string(),
-                "the model produced a non-finite embedding",
-            )?);
-        }
-        let m = Matrix::new(n, dim, out).map_err(|e| TrainError::Io(e.to_string()))?;
+        let m = embed_cached(&model, cache, d, batch_size, &inner_device)?;
         Ok((m, d.class_labels()?.to_vec()))
     };
     Ok(match (cached, val) {
@@ -630,6 +610,195 @@ fn validate_cached(
                 "the validation cache does not match the validation sets (one of them is query → gallery, the other is not)".into(),
             ))
         }
+    })
+}
+
+/// The embeddings of `dataset` by `model` from its cached frozen-stage outputs `cache` (one
+/// row per image, in dataset order): only the trained stages and the head run.
+fn embed_cached(
+    model: &ImageModel,
+    cache: &TrunkCache,
+    dataset: &ImageDataset,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Matrix, TrainError> {
+    let frozen = cache.stages();
+    let n = cache.len();
+    let dim = model.head.output_dim();
+    let mut out = Vec::with_capacity(n * dim);
+    let all: Vec<usize> = (0..n).collect();
+    for batch in all.chunks(batch_size.max(1)) {
+        let (data, shape) = cache.batch(batch);
+        let x = Tensor::<4>::from_data(TensorData::new(data, shape), device);
+        let features = model.backbone.pool(
+            model
+                .backbone
+                .forward_stages(x, frozen..model.backbone.num_stages()),
+        );
+        out.extend(embedding_values(
+            model.head.forward(features),
+            dim,
+            |row| dataset.paths[batch[row]].display().to_string(),
+            "the model produced a non-finite embedding",
+        )?);
+    }
+    Matrix::new(n, dim, out).map_err(|e| TrainError::Io(e.to_string()))
+}
+
+/// Loads the trained model of an image run folder `dir` whose resolved config is `cfg`:
+/// `backbone-best.safetensors` + `best.safetensors` when the run kept a best epoch, else the
+/// `last` pair.
+pub fn load_image_run(
+    dir: &Path,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<ImageModel, TrainError> {
+    if cfg.data.source != "images" {
+        return Err(TrainError::Config(format!(
+            "{}: not an image fine-tuning run (data.source = \"{}\")",
+            dir.display(),
+            cfg.data.source
+        )));
+    }
+    let which = if dir.join("backbone-best.safetensors").exists() {
+        "best"
+    } else {
+        "last"
+    };
+    let backbone = BackboneConfig {
+        weights: Some(dir.join(format!("backbone-{which}.safetensors"))),
+        ..cfg.backbone.clone().unwrap_or_default()
+    }
+    .init(None, device)
+    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", dir.display())))?;
+    let head = cfg
+        .model
+        .init(cfg.train.seed, device)
+        .map_err(TrainError::Config)?;
+    let (tensors, _) = load_safetensors(&dir.join(format!("{which}.safetensors")))?;
+    let head = load_module(head, &tensors, "head.")?;
+    Ok(ImageModel { backbone, head })
+}
+
+/// The validation set of an image run, embedded by the model before training (the backbone's
+/// initial weights and the head initialised with the run's seed) and by the trained one, with
+/// the evaluation pipeline: what `simlearn report` evaluates.
+#[derive(Debug, Clone)]
+pub struct ValidationEmbeddings {
+    /// Embeddings of the untrained model (`n × output_dim`).
+    pub untrained: Matrix,
+    /// Embeddings of the trained model.
+    pub trained: Matrix,
+    /// Class label of every row.
+    pub labels: Vec<i64>,
+    /// Image file of every row.
+    pub paths: Vec<PathBuf>,
+}
+
+/// Embeds the leave-one-out validation set of the image run folder `dir` (resolved config
+/// `cfg`) with the untrained and the trained model ([`ValidationEmbeddings`]). A run that
+/// cached its frozen stages reuses (or rebuilds) the validation cache exactly as training
+/// did, so its trained embeddings are the ones its last validation measured; otherwise every
+/// image runs through the whole backbone. Query → gallery validation (In-Shop) is refused.
+pub fn embed_validation(
+    dir: &Path,
+    cfg: &TrainConfig,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<ValidationEmbeddings, TrainError> {
+    let images = cfg.images.clone().ok_or_else(|| {
+        TrainError::Config(format!(
+            "{}: data.source = \"images\" needs an [images] section",
+            dir.display()
+        ))
+    })?;
+    let dataset = match images.load()?.val {
+        Some(ImageValidation::LeaveOneOut(d)) => Arc::new(d),
+        Some(ImageValidation::QueryGallery { .. }) => {
+            return Err(TrainError::Config(format!(
+                "{}: query → gallery validation (layout \"inshop\") is not supported here; only leave-one-out test sets",
+                dir.display()
+            )))
+        }
+        None => {
+            return Err(TrainError::Config(format!(
+                "{}: the run has no validation images",
+                dir.display()
+            )))
+        }
+    };
+    let bcfg: BackboneConfig = cfg.backbone.clone().unwrap_or_default();
+    let frozen = bcfg
+        .frozen_stages()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let normalize: Normalize = images
+        .normalize
+        .map(Normalize::from)
+        .unwrap_or_else(|| bcfg.arch.normalize());
+    let pipeline = images.eval_pipeline(normalize);
+    pipeline.validate()?;
+    let inner = device.clone().without_autodiff();
+    let trained = load_image_run(dir, cfg, &inner)?;
+    let untrained = ImageModel {
+        backbone: bcfg
+            .init(None, &inner)
+            .map_err(|e| TrainError::Config(e.to_string()))?,
+        head: cfg
+            .model
+            .init(cfg.train.seed, &inner)
+            .map_err(TrainError::Config)?,
+    };
+    let batch = cfg.sampler.batch_size.max(1);
+    let labels = dataset.class_labels()?.to_vec();
+    if bcfg.cache && frozen > 0 {
+        let cache_dir = bcfg
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("trunk-cache"));
+        let cache = TrunkCache::open_or_build_eval(
+            &cache_dir,
+            "val",
+            &untrained.backbone,
+            frozen,
+            &dataset,
+            pipeline,
+            images.loader(),
+            cfg,
+            &inner,
+            observer,
+        )?;
+        return Ok(ValidationEmbeddings {
+            untrained: embed_cached(&untrained, &cache, &dataset, batch, &inner)?,
+            trained: embed_cached(&trained, &cache, &dataset, batch, &inner)?,
+            labels,
+            paths: dataset.paths.clone(),
+        });
+    }
+    let mut embed = |model: &ImageModel, what: &str| {
+        embed_images(
+            &model.backbone,
+            Some(&model.head),
+            dataset.clone(),
+            pipeline,
+            images.loader(),
+            batch,
+            &inner,
+            &mut |done, total| observer.work(what, done, total),
+        )
+    };
+    let (untrained, rows) = embed(&untrained, "untrained model")?;
+    let (trained, trained_rows) = embed(&trained, "trained model")?;
+    if rows != trained_rows {
+        return Err(TrainError::Data(DataError::Invalid(format!(
+            "{}: images.skip_bad left different images out of the two embeddings",
+            dir.display()
+        ))));
+    }
+    Ok(ValidationEmbeddings {
+        untrained,
+        trained,
+        labels: rows.iter().map(|&i| labels[i]).collect(),
+        paths: rows.iter().map(|&i| dataset.paths[i].clone()).collect(),
     })
 }
 

@@ -104,8 +104,9 @@ impl Digest {
 }
 
 /// Digest of everything the frozen stages' outputs of `dataset` depend on: the simlearn
-/// version, the frozen stage count, the backbone settings and weight file, `[images]` and every
-/// image (path, size, modification time). The training cache (`train`) adds the views seed, the
+/// version, the frozen stage count, the backbone settings and weight file, the `[images]`
+/// pipeline (sizes, augmentation, normalisation) and every image (path, size, modification
+/// time), in dataset order. The training cache (`train`) adds the views seed, the
 /// views and the storage; a validation cache (evaluation pipeline, f32) depends on none of them.
 /// The learning rates, losses and epochs never matter.
 fn cache_key(cfg: &TrainConfig, frozen: usize, dataset: &ImageDataset, train: bool) -> String {
@@ -119,8 +120,16 @@ fn cache_key(cfg: &TrainConfig, frozen: usize, dataset: &ImageDataset, train: bo
         d.bytes(b"eval");
     }
     d.bytes(&(frozen as u64).to_le_bytes());
+    // Of `[images]`, only what changes the pixels: the images themselves are digested below,
+    // so how they are listed (layout, root, list files) or decoded in parallel does not count.
+    let pipeline = cfg.images.as_ref().map(|i| {
+        serde_json::json!({
+            "size": i.size, "resize": i.resize, "crop": i.crop, "min_scale": i.min_scale,
+            "flip": i.flip, "normalize": i.normalize, "skip_bad": i.skip_bad,
+        })
+    });
     let mut settings = serde_json::json!({
-        "arch": b.arch, "weights": b.weights, "width": b.width, "images": cfg.images,
+        "arch": b.arch, "weights": b.weights, "width": b.width, "images": pipeline,
     });
     if train {
         settings["views"] = serde_json::json!(b.views);
