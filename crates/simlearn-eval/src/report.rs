@@ -237,6 +237,11 @@ impl ContinuousReport {
         self.per_query.get(name)
     }
 
+    /// Names of the metrics that have per-query values.
+    pub fn per_query_names(&self) -> &[String] {
+        &self.per_query.names
+    }
+
     /// A Markdown table of the metrics, preceded by the counts and followed by warnings.
     pub fn to_table(&self) -> String {
         let mut out = String::new();

@@ -26,6 +26,41 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
+/// Reads a run's per-query CSV (named in `report.json`) and checks it against the run's table:
+/// one line per evaluated query, distinct rows below `test_items`, and every column's mean equal
+/// to the metric's value (micro averaging). Returns the number of metric columns.
+fn check_per_query_csv(out: &Path, run: &Value, evaluated: usize) -> usize {
+    let file = out.join(run["per_query"].as_str().unwrap());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[0], "row");
+    let body: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(body.len(), evaluated, "{}", file.display());
+    let mut rows: Vec<usize> = body.iter().map(|r| r[0] as usize).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    assert_eq!(rows.len(), evaluated, "distinct rows");
+    assert!(rows
+        .iter()
+        .all(|&r| r < run["test_items"].as_u64().unwrap() as usize));
+    for (c, name) in header.iter().enumerate().skip(1) {
+        let mean = body.iter().map(|r| r[c]).sum::<f64>() / evaluated as f64;
+        let value = run["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} is not in the run's metrics"))["value"]
+            .as_f64()
+            .unwrap();
+        assert!((mean - value).abs() < 1e-12, "{name}: {mean} vs {value}");
+    }
+    header.len() - 1
+}
+
 #[test]
 fn histogram_counts_match_hand_binning() {
     // Bins of width 0.5 over [-1, 1]: [-1,-.5) [-.5,0) [0,.5) [.5,1]; 1.2 spills into the last
@@ -342,6 +377,14 @@ fn class_report_of_two_trained_runs() {
     assert!(close(a, metric(&jruns[0], "map_at_r")));
     assert!(close(b, metric(&jruns[1], "map_at_r")));
     assert!(close(diff, a - b));
+    // Per-query values: every query of the 5 test classes has a class mate, so all are evaluated,
+    // and the per-query columns are exactly the compared metrics.
+    for r in jruns {
+        let columns =
+            check_per_query_csv(&out, r, cmp[0]["n_evaluated"].as_u64().unwrap() as usize);
+        assert_eq!(columns, cmp[0]["metrics"].as_array().unwrap().len());
+        assert!(columns >= 6, "R@k, precision@1, R-precision, MAP@R, ...");
+    }
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -435,6 +478,10 @@ select_metric = "ndcg_at_10"
         (val["ndcg_at_10"] - table).abs() < 1e-6,
         "{} vs {table}",
         val["ndcg_at_10"]
+    );
+    assert!(
+        check_per_query_csv(&out, r, test.len()) >= 2,
+        "nDCG and label distance columns"
     );
     let _ = std::fs::remove_dir_all(&root);
 }

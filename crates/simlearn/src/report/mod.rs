@@ -427,6 +427,10 @@ pub struct RunSummary {
     pub verification: Option<VerificationSummary>,
     /// Figure files of this run, relative to the report folder.
     pub figures: Vec<String>,
+    /// CSV of the trained head's per-query metrics (`row` in the test set, then one column per
+    /// metric), relative to the report folder: what the intervals resample, for analyses the
+    /// report does not make (e.g. a difference of two runs' differences).
+    pub per_query: String,
 }
 
 /// One paired comparison in `report.json`: run `a` minus run `b`.
@@ -477,6 +481,34 @@ struct Evaluated {
 
 fn write_file(path: &Path, content: &str) -> Result<(), ReportError> {
     std::fs::write(path, content).map_err(|e| ReportError::Io(format!("{}: {e}", path.display())))
+}
+
+/// `row,<metric>,...` and one line per evaluated query; values in full precision (Rust's
+/// shortest round-trip form), so that means recomputed from the file equal the report's.
+fn per_query_csv<'a>(
+    rows: &[usize],
+    names: &'a [String],
+    values: impl Fn(&str) -> Option<&'a [f64]>,
+) -> String {
+    let columns: Vec<&[f64]> = names.iter().map(|m| values(m).unwrap_or(&[])).collect();
+    let mut out = String::from("row");
+    for m in names {
+        out.push(',');
+        out.push_str(m);
+    }
+    out.push('\n');
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str(&row.to_string());
+        for c in &columns {
+            out.push(',');
+            match c.get(i) {
+                Some(v) => out.push_str(&v.to_string()),
+                None => out.push_str("NaN"),
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// A file-name-safe version of `name`.
@@ -613,6 +645,7 @@ fn evaluate_run(
         &plot::training_curves_svg(&format!("{}: training", run.name), &run.history)?,
     )?;
     figures.push(curves.clone());
+    let per_query_file = format!("{prefix}-per-query.csv");
 
     let top_k = opts.top_k.min(n - 1);
     let shape = image_shape(&run.config.data.source).filter(|(w, h)| w * h == run.test.dim());
@@ -635,6 +668,12 @@ fn evaluate_run(
             let rt = evaluate_classes(trained_emb, labels, None, &cfg, None).map_err(&err)?;
             let ru = evaluate_classes(untrained_emb, labels, None, &cfg, None).map_err(&err)?;
             warnings.extend(rt.warnings.iter().cloned());
+            write_file(
+                &out.join(&per_query_file),
+                &per_query_csv(rt.evaluated_queries(), rt.per_query_names(), |m| {
+                    rt.per_query(m)
+                }),
+            )?;
             metric_name = "map_at_r".to_string();
             eval_rows = rt.evaluated_queries().to_vec();
             per_query = rt
@@ -739,6 +778,11 @@ fn evaluate_run(
             let rt = evaluate_continuous(trained_emb, labels, None, &cfg, None).map_err(&err)?;
             let ru = evaluate_continuous(untrained_emb, labels, None, &cfg, None).map_err(&err)?;
             warnings.extend(rt.warnings.iter().cloned());
+            let rows: Vec<usize> = (0..n).collect();
+            write_file(
+                &out.join(&per_query_file),
+                &per_query_csv(&rows, rt.per_query_names(), |m| rt.per_query(m)),
+            )?;
             let ndcg = rt
                 .ndcg_ks
                 .first()
@@ -899,6 +943,7 @@ fn evaluate_run(
         label_distance_by_rank: by_rank,
         verification,
         figures,
+        per_query: per_query_file,
     };
     Ok(Evaluated {
         summary,
