@@ -22,6 +22,8 @@ The claim itself is a difference of degradations: for the contextual hybrid and 
 baseline) - (degradation of the contextual hybrid), per test query from the reports' per-query files (the same
 queries in every run), with a 95% paired percentile bootstrap interval (1,000 resamples of the queries, seed 0).
 Positive: the contextual hybrid lost less than the baseline under that condition, as the paper claims.
+The tuned recipes differ (contrastive trains at a lower learning rate, longer), which may itself change robustness:
+`--recipes contextual=1e-4:12,multi_similarity=1e-4:12` into another --out reruns them at contrastive's recipe.
 
     scripts/build_emoji10.sh 96 8
     RAYON_NUM_THREADS=2 python3 bench/emoji10_robustness.py --out /tmp/emoji10-robust [--seeds 0,1]
@@ -122,7 +124,13 @@ def main():
     ap.add_argument("--conditions", default=",".join(ORDER))
     ap.add_argument("--train-stages", type=int, default=2)
     ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--recipes", default="", help="override (lr, epochs), e.g. contextual=1e-4:12,multi_similarity="
+                    "1e-4:12, to separate a loss's robustness from its recipe's (use another --out)")
     a = ap.parse_args()
+    for item in filter(None, a.recipes.split(",")):
+        m, v = item.split("=")
+        lr, ep = v.split(":")
+        RECIPES[m] = (float(lr), int(ep))
     out = Path(a.out).resolve()
     seeds = [int(s) for s in a.seeds.split(",")]
     methods = a.methods.split(",")
@@ -183,6 +191,8 @@ def main():
             save()
 
     runs = results["runs"]
+    print("Recipes (lr, epochs): " + ", ".join(f"{METHODS[m][1]} {RECIPES[m][0]:g}, {RECIPES[m][1]}" for m in methods)
+          + "\n")
     have = lambda c, m: [s for s in seeds if f"{c}-{m}-s{s}" in runs]
     print(f"MAP@R and R@1 on the 529 test classes (seeds {a.seeds}; mean ± 95% t over seeds where there are several):\n")
     print("| method | " + " | ".join(CONDITIONS[c][0] for c in conditions) + " |")
