@@ -125,12 +125,19 @@ def main():
     ap.add_argument("--train-stages", type=int, default=2)
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--recipes", default="", help="override (lr, epochs), e.g. contextual=1e-4:12,multi_similarity="
-                    "1e-4:12, to separate a loss's robustness from its recipe's (use another --out)")
+                    "1e-4:12, to separate a loss's robustness from its recipe's (into another --out: results.json "
+                    "records each run's recipe and refuses a mismatch)")
     a = ap.parse_args()
     for item in filter(None, a.recipes.split(",")):
-        m, v = item.split("=")
-        lr, ep = v.split(":")
-        RECIPES[m] = (float(lr), int(ep))
+        try:
+            m, v = item.split("=")
+            lr, ep = v.split(":")
+            recipe = (float(lr), int(ep))
+        except ValueError:
+            ap.error(f"--recipes: {item!r} is not method=lr:epochs (e.g. contextual=1e-4:12)")
+        if m not in RECIPES:
+            ap.error(f"--recipes: unknown method {m!r} (one of {', '.join(RECIPES)})")
+        RECIPES[m] = recipe
     out = Path(a.out).resolve()
     seeds = [int(s) for s in a.seeds.split(",")]
     methods = a.methods.split(",")
@@ -155,6 +162,11 @@ def main():
                 key = f"{c}-{m}-s{s}"
                 lr, epochs = RECIPES[m]
                 if key in results["runs"]:
+                    # Run keys do not name the recipe, so a run of another recipe must not pass for this one.
+                    done = results["runs"][key].get("recipe")
+                    if done is not None and tuple(done) != (lr, epochs):
+                        sys.exit(f"error: {out}/results.json holds {key} at lr {done[0]:g}, {done[1]} epochs, not "
+                                 f"{lr:g}, {epochs}: give this recipe another --out")
                     continue
                 text = config(m, lr, epochs, s, epochs, False, a, out / "cache", lists=(train_list, test_list),
                               tries=tries, note=f"; robustness condition {c}: {desc}")
@@ -162,7 +174,8 @@ def main():
                 validated = [r for r in recs if r.get("validation")]
                 assert len(validated) == 1 and validated[0]["epoch"] == epochs - 1, "only the last epoch is evaluated"
                 results["runs"][key] = {x: validated[0]["validation"][x] for x in METRICS}
-                results["runs"][key].update(condition=desc, tries=tries, batches=recs[0].get("batches"), seconds=sec)
+                results["runs"][key].update(condition=desc, tries=tries, batches=recs[0].get("batches"), seconds=sec,
+                                            recipe=[lr, epochs])
                 save()
                 log(f"{key} ({sec:.0f}s, {desc}): " + " ".join(f"{x}={results['runs'][key][x]:.4f}" for x in METRICS))
 
